@@ -1,1 +1,34 @@
+//! Tether: the shared Rust core an AI-backed mobile app embeds to talk to its backend.
+//! See `src/README.md` for which file does what, and `../shared/contract/API.md` for the
+//! backend contract every request follows.
+
 uniffi::setup_scaffolding!();
+
+mod api;
+mod auth;
+mod client;
+mod config;
+mod error;
+mod logging;
+mod quota;
+mod runtime;
+mod subscription;
+mod transport;
+
+pub use auth::{
+    file_token_store, in_memory_token_store, AuthListener, AuthState, FileTokenStore, InMemoryTokenStore, TokenStore,
+    TokenStoreError, User,
+};
+pub use client::{ApiRequest, ApiResponse, HttpMethod, TetherClient};
+pub use config::{ClientConfig, RetryPolicy, Timeouts};
+pub use error::TetherError;
+pub use logging::{LogLevel, Logger};
+pub use quota::Quota;
+pub use runtime::CancelHandle;
+pub use subscription::Subscription;
+
+/// The library's version (`tether/<version>` in the User-Agent).
+#[uniffi::export]
+pub fn tether_version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}

@@ -1,0 +1,212 @@
+//! Errors: the rich internal [`Error`] every module returns, the public [`TetherError`]
+//! callers act on, and the one place that maps the first onto the second.
+//!
+//! Internal errors keep detail useful for logs and retry decisions (which timeout fired,
+//! whether a connection failed before the request was sent). The public enum has one
+//! variant per thing an app does differently. No message here ever contains a token:
+//! messages come from our own text, from server error bodies, or from transport errors
+//! whose `Display` names only the URL (tokens never travel in URLs).
+
+use std::time::Duration;
+
+use crate::quota::Quota;
+
+/// Why a network attempt failed, as far as the retry policy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkFailure {
+    /// The TCP/TLS connection could not be made: the request never left.
+    Connect,
+    /// The connection broke after the request was (maybe) sent, before a full response.
+    Interrupted,
+    /// The response body broke off mid-way.
+    Body,
+}
+
+/// Which of the configured deadlines ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    Connect,
+    FirstByte,
+    Idle,
+    Total,
+}
+
+/// What a non-2xx response said, decoded from the contract's error body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpFailure {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    pub plan_required: Option<String>,
+    pub quota: Option<Quota>,
+    pub max_bytes: Option<u64>,
+    pub request_id: Option<String>,
+}
+
+impl HttpFailure {
+    /// Statuses the contract calls transient: retry with backoff and the same key.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.status, 408 | 429 | 500 | 502 | 503 | 504)
+    }
+}
+
+/// The internal error. Every module below the facade returns this.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("network error ({kind:?}): {message}")]
+    Network {
+        kind: NetworkFailure,
+        message: String,
+    },
+    #[error("{0:?} timeout")]
+    Timeout(TimeoutKind),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("signed out")]
+    SignedOut,
+    #[error("HTTP {} {}: {}", .0.status, .0.code, .0.message)]
+    Http(Box<HttpFailure>),
+    #[error("response body larger than {limit} bytes")]
+    ResponseTooLarge { limit: u64 },
+    #[error("could not decode response: {0}")]
+    Decode(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the contract lets the same logical request be sent again (same key).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Network { .. } | Error::Timeout(TimeoutKind::Connect | TimeoutKind::FirstByte) => {
+                true
+            }
+            Error::Http(f) => f.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// The server's `Retry-After` hint, if it gave one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Http(f) => f.retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn decode(what: impl std::fmt::Display) -> Self {
+        Error::Decode(what.to_string())
+    }
+}
+
+/// The error every exported method returns. One variant per thing a caller acts on.
+///
+/// `request_id` is the backend's `X-Request-ID` when the server answered: quote it in
+/// bug reports, it finds the request in the backend's logs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
+pub enum TetherError {
+    /// The network is unreachable or the connection broke. Retryable later.
+    #[error("network error: {message}")]
+    Network { message: String },
+    /// A configured deadline (connect, first byte, idle, total) ran out. Retryable.
+    #[error("timed out: {message}")]
+    Timeout { message: String },
+    /// The call was cancelled through its `CancelHandle` or by dropping its future.
+    #[error("cancelled")]
+    Cancelled,
+    /// The server refused the credentials even after a refresh. Retry later or sign in again.
+    #[error("unauthorized: {message}")]
+    Unauthorized { message: String, request_id: Option<String> },
+    /// There is no session (never signed in, signed out, or the session was revoked).
+    /// Route the user to sign-in.
+    #[error("signed out")]
+    SignedOut,
+    /// The plan's limit is reached: show the paywall. `plan_required` names the plan that
+    /// lifts it; `quota` is the state the server reported with the refusal.
+    #[error("plan required: {}", plan_required.as_deref().unwrap_or("upgrade"))]
+    PlanRequired {
+        plan_required: Option<String>,
+        quota: Option<Quota>,
+        request_id: Option<String>,
+    },
+    /// Authenticated but not allowed (e.g. the feature needs another plan). Do not retry.
+    #[error("forbidden: {message}")]
+    Forbidden { message: String, request_id: Option<String> },
+    /// Too many requests, and retrying within the call's deadline was not possible.
+    /// Wait `retry_after_s` seconds before trying again.
+    #[error("rate limited (retry after {retry_after_s:?} s)")]
+    RateLimited { retry_after_s: Option<u64>, request_id: Option<String> },
+    /// The request body is over the server's limit. Do not retry as is.
+    #[error("payload too large (max {max_bytes:?} bytes)")]
+    PayloadTooLarge { max_bytes: Option<u64>, request_id: Option<String> },
+    /// The response body was over the client's cap (`ClientConfig::max_response_bytes`);
+    /// it was not read into memory.
+    #[error("response too large (over {limit_bytes} bytes)")]
+    ResponseTooLarge { limit_bytes: u64 },
+    /// The media type is not accepted (image format). Do not retry as is.
+    #[error("unsupported media type: {message}")]
+    UnsupportedMedia { message: String, request_id: Option<String> },
+    /// The request was rejected as malformed or invalid (400, 404, 422, or checked locally).
+    /// A bug or bad user input: do not retry as is.
+    #[error("invalid input ({code}): {message}")]
+    InvalidInput { code: String, message: String, request_id: Option<String> },
+    /// The server failed (5xx, or a status the contract does not name) and retries ran out.
+    #[error("server error {status} ({code}): {message}")]
+    Server { status: u16, code: String, message: String, request_id: Option<String> },
+    /// Local storage (token store, database) failed. The session is kept; retry later.
+    #[error("storage error: {message}")]
+    Storage { message: String },
+    /// A response could not be decoded (malformed JSON, wrong shape, truncated body).
+    #[error("decode error: {message}")]
+    Decode { message: String },
+    /// The configuration is invalid. Raised at construction.
+    #[error("configuration error: {message}")]
+    Config { message: String },
+}
+
+impl From<Error> for TetherError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Config(message) => TetherError::Config { message },
+            Error::InvalidInput(message) => TetherError::InvalidInput {
+                code: "invalid_input".into(),
+                message,
+                request_id: None,
+            },
+            e @ Error::Network { .. } => TetherError::Network { message: e.to_string() },
+            Error::Timeout(kind) => TetherError::Timeout {
+                message: format!("{kind:?} deadline exceeded").to_lowercase(),
+            },
+            Error::Cancelled => TetherError::Cancelled,
+            Error::SignedOut => TetherError::SignedOut,
+            Error::ResponseTooLarge { limit } => TetherError::ResponseTooLarge { limit_bytes: limit },
+            Error::Decode(message) => TetherError::Decode { message },
+            Error::Storage(message) => TetherError::Storage { message },
+            Error::Http(f) => from_http(*f),
+        }
+    }
+}
+
+fn from_http(f: HttpFailure) -> TetherError {
+    let HttpFailure { status, code, message, retry_after, plan_required, quota, max_bytes, request_id } = f;
+    match status {
+        401 => TetherError::Unauthorized { message, request_id },
+        402 => TetherError::PlanRequired { plan_required, quota, request_id },
+        403 => TetherError::Forbidden { message, request_id },
+        413 => TetherError::PayloadTooLarge { max_bytes, request_id },
+        415 => TetherError::UnsupportedMedia { message, request_id },
+        429 => TetherError::RateLimited {
+            retry_after_s: retry_after.map(|d| d.as_secs()),
+            request_id,
+        },
+        400 | 404 | 409 | 422 => TetherError::InvalidInput { code, message, request_id },
+        _ => TetherError::Server { status, code, message, request_id },
+    }
+}

@@ -1,0 +1,112 @@
+//! The library's one tokio runtime, the bridge that runs exported async calls on it, and
+//! the [`CancelHandle`] long calls accept.
+//!
+//! Exported async methods hand their work to [`run`]: the work is spawned on our runtime
+//! and the foreign side awaits a join handle that aborts the task when dropped. Dropping
+//! the foreign future (a cancelled Kotlin coroutine, a JS `AbortSignal`) therefore drops
+//! the Rust future at its next await point. Swift's UniFFI futures are not dropped when
+//! their `Task` is cancelled, which is why long calls also take a `CancelHandle`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::instrument::WithSubscriber;
+
+use crate::error::TetherError;
+
+pub(crate) fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(8)
+            .thread_name("tether-rt")
+            .enable_all()
+            .build()
+            .expect("the tokio runtime must start")
+    })
+}
+
+/// Aborts the task when the awaiting future is dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs `fut` on the library runtime with the client's log dispatch, honouring `cancel`.
+/// A panic inside is resumed here, so UniFFI turns it into the foreign side's internal
+/// error instead of letting it unwind across the boundary.
+pub(crate) async fn run<T, F>(
+    dispatch: &tracing::Dispatch,
+    cancel: Option<Arc<CancelHandle>>,
+    fut: F,
+) -> Result<T, TetherError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, TetherError>> + Send + 'static,
+{
+    let work = async move {
+        match cancel {
+            None => fut.await,
+            Some(c) => tokio::select! {
+                biased;
+                _ = c.cancelled() => Err(TetherError::Cancelled),
+                r = fut => r,
+            },
+        }
+    };
+    let mut task = AbortOnDrop(runtime().spawn(work.with_subscriber(dispatch.clone())));
+    match (&mut task.0).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(TetherError::Cancelled),
+    }
+}
+
+/// Cancels the calls it is passed to. One handle may serve several calls; once cancelled
+/// it stays cancelled. Works the same on every platform (use it from Swift, where
+/// cancelling a `Task` does not reach Rust).
+#[derive(Debug, Default, uniffi::Object)]
+pub struct CancelHandle {
+    cancelled: AtomicBool,
+    notify: Notify,
+}
+
+#[uniffi::export]
+impl CancelHandle {
+    /// A fresh, not yet cancelled handle.
+    #[uniffi::constructor]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Cancels every call using this handle: they end with `TetherError::Cancelled`.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether `cancel` was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+impl CancelHandle {
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

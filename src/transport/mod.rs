@@ -1,0 +1,325 @@
+//! Transport: the one `reqwest` client, one HTTP attempt at a time, with the contract's
+//! fixed headers, the first-byte / idle / total deadlines, capped body reads, the server
+//! clock, and decoding of the contract's error bodies. No auth, no retries: those live
+//! on the floors above.
+
+mod clock;
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::time::Instant;
+use url::Url;
+
+pub use clock::ServerClock;
+
+use crate::config::ClientConfig;
+use crate::error::{Error, HttpFailure, NetworkFailure, Result, TimeoutKind};
+use crate::quota::Quota;
+
+/// Error bodies are small; a huge one is read only this far.
+const ERROR_BODY_CAP: u64 = 64 * 1024;
+
+/// One request as the transport sends it: everything but the deadline.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub method: Method,
+    /// Path under `/api/v1/`, e.g. `auth/refresh`.
+    pub path: String,
+    pub json_body: Option<Vec<u8>>,
+    pub idempotency_key: Option<String>,
+    /// The access token, when the request is authenticated. Never logged.
+    pub bearer: Option<String>,
+}
+
+pub struct Transport {
+    client: reqwest::Client,
+    api_root: Url,
+    user_agent: HeaderValue,
+    client_id: HeaderValue,
+    first_byte: Duration,
+    idle: Duration,
+    pub clock: ServerClock,
+}
+
+impl Transport {
+    pub fn new(config: &ClientConfig) -> Result<Self> {
+        let base = config.validate()?;
+        let api_root = Url::parse(&format!("{}/api/v1/", base.as_str().trim_end_matches('/')))
+            .map_err(|e| Error::Config(format!("base_url: {e}")))?;
+        let mut ua = format!("tether/{} ({})", env!("CARGO_PKG_VERSION"), std::env::consts::OS);
+        if let Some(s) = config.user_agent_suffix.as_deref().filter(|s| !s.trim().is_empty()) {
+            ua.push(' ');
+            ua.push_str(s.trim());
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout())
+            // Redirects would carry requests (and their bodies) somewhere the config did
+            // not name; the contract never redirects.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        Ok(Transport {
+            client,
+            api_root,
+            user_agent: HeaderValue::from_str(&ua)
+                .map_err(|_| Error::Config("user_agent_suffix is not a valid header value".into()))?,
+            client_id: HeaderValue::from_str(config.client_id.trim())
+                .map_err(|_| Error::Config("client_id is not a valid header value".into()))?,
+            first_byte: Duration::from_millis(config.timeouts.first_byte_ms),
+            idle: Duration::from_millis(config.timeouts.idle_ms),
+            clock: ServerClock::default(),
+        })
+    }
+
+    /// Resolves a path under `/api/v1/`. Absolute URLs, `..` and empty paths are refused,
+    /// so a request can never leave the configured backend.
+    pub fn url(&self, path: &str) -> Result<Url> {
+        let p = path.trim_start_matches('/');
+        if p.is_empty()
+            || p.contains("..")
+            || p.contains("://")
+            || p.starts_with('/')
+            || p.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\' || c == '#')
+        {
+            return Err(Error::InvalidInput(format!("invalid API path {path:?}")));
+        }
+        let url = self
+            .api_root
+            .join(p)
+            .map_err(|e| Error::InvalidInput(format!("invalid API path {path:?}: {e}")))?;
+        if !url.as_str().starts_with(self.api_root.as_str()) {
+            return Err(Error::InvalidInput(format!("invalid API path {path:?}")));
+        }
+        Ok(url)
+    }
+
+    /// Sends one attempt and waits for the response head (any status), within the
+    /// first-byte timeout and the caller's deadline. Learns the server clock from it.
+    pub async fn send(&self, req: &Outgoing, deadline: Instant) -> Result<reqwest::Response> {
+        let url = self.url(&req.path)?;
+        let mut b = self
+            .client
+            .request(req.method.clone(), url)
+            .header(reqwest::header::USER_AGENT, self.user_agent.clone())
+            .header("x-client-id", self.client_id.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(key) = &req.idempotency_key {
+            b = b.header("idempotency-key", key);
+        }
+        if let Some(token) = &req.bearer {
+            let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::Decode("access token is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            b = b.header(reqwest::header::AUTHORIZATION, v);
+        }
+        if let Some(body) = &req.json_body {
+            b = b.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
+        }
+        let (limit, kind) = bounded(self.first_byte, deadline, TimeoutKind::FirstByte);
+        let resp = match tokio::time::timeout(limit, b.send()).await {
+            Err(_) => return Err(Error::Timeout(kind)),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(r)) => r,
+        };
+        if let Some(date) = resp.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok()) {
+            self.clock.observe_date(date);
+        }
+        Ok(resp)
+    }
+
+    /// Reads a whole body, refusing (without reading on) one larger than `cap` bytes.
+    /// Each chunk must arrive within the idle timeout, all of it before the deadline.
+    pub async fn read_body(&self, mut resp: reqwest::Response, cap: u64, deadline: Instant) -> Result<Vec<u8>> {
+        if resp.content_length().is_some_and(|n| n > cap) {
+            return Err(Error::ResponseTooLarge { limit: cap });
+        }
+        let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0).min(cap) as usize);
+        loop {
+            let (limit, kind) = bounded(self.idle, deadline, TimeoutKind::Idle);
+            match tokio::time::timeout(limit, resp.chunk()).await {
+                Err(_) => return Err(Error::Timeout(kind)),
+                Ok(Err(e)) => return Err(classify(&e)),
+                Ok(Ok(None)) => return Ok(buf),
+                Ok(Ok(Some(chunk))) => {
+                    if buf.len() as u64 + chunk.len() as u64 > cap {
+                        return Err(Error::ResponseTooLarge { limit: cap });
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
+
+    /// Turns a non-2xx response into the internal error, decoding the contract's error
+    /// body when there is one. A body that is not the contract's shape still gives a
+    /// typed error from the status alone.
+    pub async fn error_from(&self, resp: reqwest::Response, deadline: Instant) -> Error {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = self.read_body(resp, ERROR_BODY_CAP, deadline).await.unwrap_or_default();
+        Error::Http(Box::new(decode_failure(status, &headers, &body)))
+    }
+}
+
+/// The tighter of a per-step timeout and what is left before the deadline, and which one
+/// it is (so the error names the deadline that actually ran out).
+fn bounded(step: Duration, deadline: Instant, kind: TimeoutKind) -> (Duration, TimeoutKind) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left < step {
+        (left, TimeoutKind::Total)
+    } else {
+        (step, kind)
+    }
+}
+
+fn classify(e: &reqwest::Error) -> Error {
+    // reqwest's Display names the URL only; tokens never travel in URLs.
+    let message = e.to_string();
+    if e.is_connect() {
+        if e.is_timeout() {
+            return Error::Timeout(TimeoutKind::Connect);
+        }
+        return Error::Network { kind: NetworkFailure::Connect, message };
+    }
+    if e.is_timeout() {
+        return Error::Timeout(TimeoutKind::FirstByte);
+    }
+    if e.is_body() || e.is_decode() {
+        return Error::Network { kind: NetworkFailure::Body, message };
+    }
+    Error::Network { kind: NetworkFailure::Interrupted, message }
+}
+
+pub fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(128).collect())
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: Option<String>,
+    message: Option<String>,
+    retry_after: Option<u64>,
+    plan_required: Option<String>,
+    quota: Option<QuotaBody>,
+    max_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct QuotaBody {
+    plan: Option<String>,
+    limit: u64,
+    remaining: u64,
+    reset_at: Option<String>,
+}
+
+pub(crate) fn decode_failure(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> HttpFailure {
+    let parsed = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
+    let default_code = match status.as_u16() {
+        400 => "bad_request",
+        401 => "invalid_token",
+        402 => "quota_exceeded",
+        403 => "forbidden",
+        404 => "not_found",
+        408 => "timeout",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        429 => "rate_limited",
+        503 => "unavailable",
+        s if s >= 500 => "internal",
+        _ => "unknown",
+    };
+    let (code, message, body_retry, plan_required, quota, max_bytes) = match parsed {
+        Some(b) => (
+            b.code.filter(|c| !c.is_empty()),
+            b.message,
+            b.retry_after,
+            b.plan_required,
+            b.quota.map(|q| Quota {
+                plan: q.plan.unwrap_or_default(),
+                limit: q.limit,
+                remaining: q.remaining,
+                reset_at: q.reset_at,
+            }),
+            b.max_bytes,
+        ),
+        None => (None, None, None, None, None, None),
+    };
+    HttpFailure {
+        status: status.as_u16(),
+        code: code.unwrap_or_else(|| default_code.to_string()),
+        message: message
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("unexpected status").to_string()),
+        retry_after: retry_after(headers).or(body_retry.map(Duration::from_secs)),
+        plan_required,
+        quota,
+        max_bytes,
+        request_id: request_id(headers),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_contract_error_bodies() {
+        let body = br#"{"error":{"code":"quota_exceeded","message":"Free plan limit reached","plan_required":"pro",
+            "quota":{"plan":"free","limit":50,"remaining":0,"reset_at":"2026-11-23T00:00:00Z"}}}"#;
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", "req-1".parse().unwrap());
+        let f = decode_failure(StatusCode::PAYMENT_REQUIRED, &h, body);
+        assert_eq!(f.code, "quota_exceeded");
+        assert_eq!(f.plan_required.as_deref(), Some("pro"));
+        assert_eq!(f.quota.as_ref().map(|q| q.remaining), Some(0));
+        assert_eq!(f.request_id.as_deref(), Some("req-1"));
+    }
+
+    #[test]
+    fn malformed_error_body_still_types_by_status() {
+        for body in [&b"<html>502</html>"[..], b"{\"error\": 5}", b"", b"{\"error\":{\"code\":"] {
+            let f = decode_failure(StatusCode::BAD_GATEWAY, &HeaderMap::new(), body);
+            assert_eq!((f.status, f.code.as_str()), (502, "internal"));
+            assert!(f.is_transient());
+        }
+    }
+
+    #[test]
+    fn retry_after_header_wins_over_body() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        let f = decode_failure(
+            StatusCode::TOO_MANY_REQUESTS,
+            &h,
+            br#"{"error":{"code":"rate_limited","message":"slow down","retry_after":99}}"#,
+        );
+        assert_eq!(f.retry_after, Some(Duration::from_secs(7)));
+        let f = decode_failure(
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
+            br#"{"error":{"code":"rate_limited","message":"slow down","retry_after":99}}"#,
+        );
+        assert_eq!(f.retry_after, Some(Duration::from_secs(99)));
+    }
+}
