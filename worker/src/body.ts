@@ -40,19 +40,23 @@ function mediaType(req: Request): string {
 }
 
 /** A JSON object body. An empty body counts as {} (the contract allows `{}` for sign-in). */
-export async function readJsonObject(req: Request, { allowEmpty = false } = {}): Promise<{ value: Record<string, unknown>; raw: Uint8Array }> {
-  const raw = await readLimited(req, MAX_JSON_BYTES);
-  if (raw.byteLength === 0 && allowEmpty) return { value: {}, raw };
+export async function readJsonObject(req: Request, { allowEmpty = false } = {}): Promise<Record<string, unknown>> {
+  // An empty sign-in body is fine whatever its Content-Type (curl -d '').
+  if (allowEmpty && (!req.body || req.headers.get("Content-Length") === "0")) return {};
   const type = mediaType(req);
-  if (type !== "application/json" && !type.endsWith("+json")) throw unsupportedMedia("Content-Type must be application/json");
+  const isJson = type === "application/json" || type.endsWith("+json");
+  // Check the type before reading, so a wrong upload is refused unread.
+  if (!isJson && !(allowEmpty && type === "")) throw unsupportedMedia("Content-Type must be application/json");
+  const raw = await readLimited(req, MAX_JSON_BYTES);
+  if (raw.byteLength === 0 && allowEmpty) return {};
   let value: unknown;
   try {
-    value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw));
+    value = JSON.parse(new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(raw));
   } catch {
     throw badRequest("Body is not valid UTF-8 JSON");
   }
   if (!value || typeof value !== "object" || Array.isArray(value)) throw badRequest("Body must be a JSON object");
-  return { value: value as Record<string, unknown>, raw };
+  return value as Record<string, unknown>;
 }
 
 export const IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/heic"] as const;
@@ -97,7 +101,8 @@ export async function readMultipart(req: Request, route: string): Promise<Multip
   const fields = new Map<string, string>();
   const described: string[] = [];
   let image: ImagePart | null = null;
-  for (const [name, value] of form.entries()) {
+  for (const [name, entry] of form.entries()) {
+    const value = entry as unknown as File | string;
     if (typeof value === "string") {
       fields.set(name, value);
       described.push(`${name}\0\0text\0${await sha256Hex(value)}`);

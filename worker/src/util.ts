@@ -66,3 +66,15 @@ export function json(body: unknown, status = 200, headers: Record<string, string
     headers: { "Content-Type": "application/json", ...headers },
   });
 }
+
+/** Raised when the Worker's own deadline on an upstream call passes. */
+export class DeadlineError extends Error {}
+
+/** Races a promise against the Worker's own deadline (always shorter than the client's). */
+export function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DeadlineError(`deadline of ${ms} ms passed`)), Math.max(0, ms));
+  });
+  return Promise.race([p, deadline]).finally(() => timer !== undefined && clearTimeout(timer));
+}

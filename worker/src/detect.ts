@@ -1,0 +1,61 @@
+// Object detection: the image goes to the detect Container (or its
+// stand-in) with the request id; the Worker bounds the call with its own
+// deadline, shorter than the client's, and answers a cold start that runs
+// past it with 503 + Retry-After (uncharged, see idempotency.ts).
+import { config } from "./config";
+import type { Env } from "./env";
+import { ApiError, coldStart, invalidInput, upstream } from "./errors";
+import { DeadlineError, withDeadline } from "./util";
+
+export interface DetectOptions {
+  min_score: number;
+  max_objects: number;
+}
+
+export interface DetectResult {
+  objects: Array<{ label: string; score: number; box: [number, number, number, number] }>;
+  model: string;
+  image: { width: number; height: number };
+}
+
+// One container instance per tenant: one app's load or crash does not touch another's.
+export const detectInstanceName = (tenant: string) => `detect:${tenant}`;
+
+function backend(env: Env, tenant: string): { stub: DurableObjectStub; provider: "container" | "standin" } {
+  if (config.detectStandin(env)) {
+    if (!env.STANDIN_DETECT) throw new ApiError(500, "internal", "STANDIN_DETECT binding missing");
+    return { stub: env.STANDIN_DETECT.get(env.STANDIN_DETECT.idFromName(detectInstanceName(tenant))), provider: "standin" };
+  }
+  if (!env.DETECT_CONTAINER) throw new ApiError(500, "internal", "DETECT_CONTAINER binding missing");
+  return { stub: env.DETECT_CONTAINER.get(env.DETECT_CONTAINER.idFromName(detectInstanceName(tenant))), provider: "container" };
+}
+
+export async function detect(
+  env: Env,
+  tenant: string,
+  image: { bytes: Uint8Array; type: string },
+  options: DetectOptions,
+  requestId: string,
+): Promise<{ result: DetectResult; provider: "container" | "standin" }> {
+  const { stub, provider } = backend(env, tenant);
+  const call = stub.fetch("http://detect/detect", {
+    method: "POST",
+    headers: { "Content-Type": image.type, "X-Request-ID": requestId, "X-Detect-Options": JSON.stringify(options) },
+    body: image.bytes,
+  });
+  let res: Response;
+  try {
+    res = await withDeadline(call, config.detectDeadlineMs(env));
+  } catch (e) {
+    // Past our deadline the container is almost always still booting; its
+    // start continues in the background, so the retry finds it warm.
+    if (e instanceof DeadlineError) throw coldStart(3);
+    throw upstream("The detect container failed");
+  }
+  if (res.status === 503) throw coldStart(3);
+  if (res.status === 422) throw invalidInput("The image could not be decoded");
+  if (!res.ok) throw upstream(`The detect container answered ${res.status}`);
+  const result = (await res.json()) as DetectResult;
+  if (!Array.isArray(result?.objects) || typeof result.image?.width !== "number") throw upstream("The detect container answered an unexpected shape");
+  return { result, provider };
+}

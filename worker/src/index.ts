@@ -1,0 +1,67 @@
+// Entry point of the Tether reference backend (Cloudflare Worker).
+// fetch: every /api/v1 request; queue: the jobs consumer.
+// Durable Object classes are exported here so wrangler can bind them.
+import type { RequestContext } from "./context";
+import type { Env, JobMessage } from "./env";
+import { toApiError } from "./errors";
+import { consumeJobs } from "./jobs";
+import { logEvent, logRequest, requestIdFor } from "./log";
+import { dispatch } from "./routes";
+
+export { UserState, Limiter } from "./userstate";
+export { SessionFamily } from "./sessions";
+export { StandinDetect } from "./standin/detect";
+export { DetectContainer } from "./container";
+
+export default {
+  async fetch(req: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
+    const started = Date.now();
+    const rc: RequestContext = {
+      requestId: requestIdFor(req),
+      route: "unknown",
+      tenant: null,
+      userId: null,
+      provider: null,
+      quota: null,
+      idempotency: null,
+      exec: ctx,
+    };
+    let res: Response;
+    let errorCode: string | null = null;
+    try {
+      res = await dispatch(req, env, rc);
+    } catch (e) {
+      const err = toApiError(e);
+      if (err.status >= 500 && err.code === "internal") logEvent({ msg: "unhandled", request_id: rc.requestId, error: String(e), stack: (e as Error)?.stack });
+      errorCode = err.code;
+      res = err.toResponse();
+    }
+    // Responses from storage or streams can have immutable headers: copy.
+    res = new Response(req.method === "HEAD" ? null : res.body, res);
+    res.headers.set("X-Request-ID", rc.requestId);
+    if (rc.quota) {
+      res.headers.set("RateLimit-Limit", String(rc.quota.limit));
+      res.headers.set("RateLimit-Remaining", String(rc.quota.remaining));
+      res.headers.set("RateLimit-Reset", String(rc.quota.reset_in));
+      res.headers.set("X-Plan", rc.quota.plan);
+    }
+    if (rc.provider && !res.headers.has("X-Provider")) res.headers.set("X-Provider", rc.provider);
+    logRequest({
+      request_id: rc.requestId,
+      tenant: rc.tenant,
+      user_id: rc.userId,
+      method: req.method,
+      route: rc.route,
+      status: res.status,
+      duration_ms: Date.now() - started,
+      provider: rc.provider,
+      idempotency: rc.idempotency,
+      error_code: errorCode,
+    });
+    return res;
+  },
+
+  async queue(batch: MessageBatch<JobMessage>, env: Env): Promise<void> {
+    await consumeJobs(batch, env);
+  },
+} satisfies ExportedHandler<Env, JobMessage>;
