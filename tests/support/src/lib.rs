@@ -294,10 +294,11 @@ async fn handle(state: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Result<Resp
                     let chunk = Bytes::from(vec![b' '; 64 * 1024]);
                     let mut sent = 0;
                     while sent < bytes {
-                        if tx.send(chunk.clone()).await.is_err() {
+                        let n = (bytes - sent).min(chunk.len());
+                        if tx.send(chunk.slice(..n)).await.is_err() {
                             break;
                         }
-                        sent += chunk.len();
+                        sent += n;
                     }
                 });
                 let mut r = Response::new(ChannelBody(rx).boxed());
