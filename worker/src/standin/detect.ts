@@ -29,6 +29,8 @@ export class StandinDetect extends DurableObject<Env> {
     }
     if (url.pathname !== "/detect" || req.method !== "POST") return new Response("not found", { status: 404 });
 
+    // Kept so tests can check that the request id reaches the container.
+    this.ctx.storage.kv.put("lastRequestId", req.headers.get("X-Request-ID") ?? "");
     await this.wake();
     const bytes = new Uint8Array(await req.arrayBuffer());
     const info = imageInfo(bytes);

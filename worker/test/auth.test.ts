@@ -1,0 +1,220 @@
+import { describe, expect, it } from "vitest";
+import { env } from "cloudflare:test";
+import { api, freshTenant, postJson, signIn, type Session } from "./helpers";
+import { signAccessToken } from "../src/jwt";
+
+const b64u = (s: string) => btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+
+async function refresh(tenant: string, token: string, key?: string) {
+  return api("/auth/refresh", {
+    method: "POST",
+    tenant,
+    ...(key ? { key } : {}),
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ refresh_token: token }),
+  });
+}
+
+describe("anonymous sign-in", () => {
+  it("returns a session in the contract's shape", async () => {
+    const tenant = freshTenant();
+    const res = await api("/auth/anonymous", { method: "POST", tenant, headers: { "Content-Type": "application/json" }, body: JSON.stringify({ device_id: "d-1" }) });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("X-Request-ID")).toMatch(/^req_/);
+    const s = (await res.json()) as Session;
+    expect(s.token_type).toBe("Bearer");
+    expect(s.expires_in).toBe(900);
+    expect(s.user.anonymous).toBe(true);
+    expect(s.user.id).toMatch(/^u_/);
+    const [h, p] = s.access_token.split(".");
+    expect(JSON.parse(atob(h!))).toEqual({ alg: "HS256", typ: "JWT" });
+    const claims = JSON.parse(atob(p!.replaceAll("-", "+").replaceAll("_", "/")));
+    expect(claims.exp - claims.iat).toBe(900);
+    expect(claims.sub).toBe(s.user.id);
+  });
+
+  it("accepts an empty body", async () => {
+    const res = await api("/auth/anonymous", { method: "POST", tenant: freshTenant() });
+    expect(res.status).toBe(200);
+  });
+
+  it("requires X-Client-ID", async () => {
+    const res = await api("/auth/anonymous", { method: "POST" });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("bad_request");
+  });
+
+  it("limits sign-ups per client IP", async () => {
+    const tenant = freshTenant();
+    const statuses: number[] = [];
+    for (let i = 0; i < 31; i++) {
+      const r = await api("/auth/anonymous", { method: "POST", tenant, headers: { "CF-Connecting-IP": "203.0.113.9" } });
+      statuses.push(r.status);
+      if (r.status === 429) {
+        expect(Number(r.headers.get("Retry-After"))).toBeGreaterThan(0);
+        break;
+      }
+    }
+    expect(statuses.at(-1)).toBe(429);
+  });
+});
+
+describe("refresh rotation", () => {
+  it("rotates: the new token works once, the old one is spent", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const r1 = await refresh(tenant, s0.refresh_token);
+    expect(r1.status).toBe(200);
+    const s1 = (await r1.json()) as Session;
+    expect(s1.refresh_token).not.toBe(s0.refresh_token);
+    expect(s1.user.id).toBe(s0.user.id);
+    const r2 = await refresh(tenant, s1.refresh_token);
+    expect(r2.status).toBe(200);
+  });
+
+  it("reuse of a spent token revokes the whole family", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const s1 = (await (await refresh(tenant, s0.refresh_token)).json()) as Session;
+    const reuse = await refresh(tenant, s0.refresh_token);
+    expect(reuse.status).toBe(401);
+    expect(((await reuse.json()) as { error: { code: string } }).error.code).toBe("session_revoked");
+    // The legitimate newest token is now dead too.
+    const after = await refresh(tenant, s1.refresh_token);
+    expect(after.status).toBe(401);
+    expect(((await after.json()) as { error: { code: string } }).error.code).toBe("session_revoked");
+  });
+
+  it("20 concurrent refreshes with one token issue at most one session", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const results = await Promise.all(Array.from({ length: 20 }, () => refresh(tenant, s0.refresh_token)));
+    const ok = results.filter((r) => r.status === 200);
+    expect(ok.length).toBeLessThanOrEqual(1);
+    for (const r of results.filter((r) => r.status !== 200)) {
+      expect(r.status).toBe(401);
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe("session_revoked");
+    }
+  });
+
+  it("20 concurrent refreshes with one token and one Idempotency-Key all get the same single session", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const key = crypto.randomUUID();
+    const results = await Promise.all(Array.from({ length: 20 }, () => refresh(tenant, s0.refresh_token, key)));
+    expect(results.map((r) => r.status)).toEqual(Array(20).fill(200));
+    const bodies = (await Promise.all(results.map((r) => r.json()))) as Session[];
+    expect(new Set(bodies.map((b) => b.refresh_token)).size).toBe(1);
+    // And that one session is live.
+    expect((await refresh(tenant, bodies[0]!.refresh_token)).status).toBe(200);
+  });
+
+  it("a retry of the same refresh with the same key replays the session (connection reset mid-refresh)", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const key = crypto.randomUUID();
+    const a = (await (await refresh(tenant, s0.refresh_token, key)).json()) as Session;
+    const b = await refresh(tenant, s0.refresh_token, key);
+    expect(b.status).toBe(200);
+    expect(((await b.json()) as Session).refresh_token).toBe(a.refresh_token);
+    // A different key with the spent token is reuse.
+    const c = await refresh(tenant, s0.refresh_token, crypto.randomUUID());
+    expect(c.status).toBe(401);
+  });
+
+  it("no replay once the replayed session has itself been rotated", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const key = crypto.randomUUID();
+    const s1 = (await (await refresh(tenant, s0.refresh_token, key)).json()) as Session;
+    expect((await refresh(tenant, s1.refresh_token)).status).toBe(200);
+    expect((await refresh(tenant, s0.refresh_token, key)).status).toBe(401);
+  });
+
+  it("garbage and missing refresh tokens", async () => {
+    const tenant = freshTenant();
+    expect((await refresh(tenant, "nope")).status).toBe(401);
+    const r = await postJson("/auth/refresh", { tenant }, {});
+    expect(r.status).toBe(400);
+  });
+
+  it("stores refresh tokens hashed", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const familyId = s0.refresh_token.split(".")[2]!;
+    const stub = env.SESSIONS.get(env.SESSIONS.idFromName(`${tenant}|${familyId}`));
+    const { runInDurableObject } = await import("cloudflare:test");
+    const stored = await runInDurableObject(stub, (_o, state) => JSON.stringify([...state.storage.kv.list()]));
+    expect(stored).not.toContain(s0.refresh_token.split(".")[3]!);
+  });
+});
+
+describe("sign-out", () => {
+  it("revokes the refresh token's family; 204", async () => {
+    const tenant = freshTenant();
+    const s = await signIn(tenant);
+    const out = await postJson("/auth/signout", { tenant, token: s.access_token }, { refresh_token: s.refresh_token });
+    expect(out.status).toBe(204);
+    expect(out.headers.get("RateLimit-Limit")).toBe("50");
+    expect((await refresh(tenant, s.refresh_token)).status).toBe(401);
+  });
+
+  it("needs auth", async () => {
+    const tenant = freshTenant();
+    const s = await signIn(tenant);
+    const out = await postJson("/auth/signout", { tenant }, { refresh_token: s.refresh_token });
+    expect(out.status).toBe(401);
+  });
+});
+
+describe("access tokens", () => {
+  async function expectInvalid(tenant: string, token: string) {
+    const res = await api("/quota", { tenant, token });
+    expect(res.status).toBe(401);
+    expect(res.headers.get("WWW-Authenticate")).toBe('Bearer error="invalid_token"');
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("invalid_token");
+    expect(res.headers.get("RateLimit-Limit")).toBeNull();
+  }
+
+  it("accepts a valid token", async () => {
+    const tenant = freshTenant();
+    const s = await signIn(tenant);
+    expect((await api("/quota", { tenant, token: s.access_token })).status).toBe(200);
+  });
+
+  it("rejects alg:none", async () => {
+    const tenant = freshTenant();
+    const s = await signIn(tenant);
+    const [, p] = s.access_token.split(".");
+    await expectInvalid(tenant, `${b64u(JSON.stringify({ alg: "none", typ: "JWT" }))}.${p}.`);
+    await expectInvalid(tenant, `${b64u(JSON.stringify({ alg: "none", typ: "JWT" }))}.${p}.${s.access_token.split(".")[2]}`);
+  });
+
+  it("rejects RS256 (and HS256 signatures under another alg name)", async () => {
+    const tenant = freshTenant();
+    const s = await signIn(tenant);
+    const [, p, sig] = s.access_token.split(".");
+    await expectInvalid(tenant, `${b64u(JSON.stringify({ alg: "RS256", typ: "JWT" }))}.${p}.${sig}`);
+    await expectInvalid(tenant, `${b64u(JSON.stringify({ alg: "HS512", typ: "JWT" }))}.${p}.${sig}`);
+  });
+
+  it("rejects a tampered payload, a wrong key, an expired token, and no token", async () => {
+    const tenant = freshTenant();
+    const s = await signIn(tenant);
+    const [h, , sig] = s.access_token.split(".");
+    const now = Math.floor(Date.now() / 1000);
+    const forged = { iss: "tether-worker", aud: tenant, sub: "u_aaaaaaaaaaaaaaaaaaaa", sid: "f_x", iat: now, exp: now + 900, anon: true };
+    await expectInvalid(tenant, `${h}.${b64u(JSON.stringify(forged))}.${sig}`);
+    await expectInvalid(tenant, await signAccessToken(forged, "a-completely-different-secret-of-32+chars"));
+    await expectInvalid(tenant, await signAccessToken({ ...forged, iat: now - 1000, exp: now - 1 }, env.JWT_SECRET!));
+    const res = await api("/quota", { tenant });
+    expect(res.status).toBe(401);
+  });
+
+  it("a token is only valid for the tenant it was issued for", async () => {
+    const a = freshTenant();
+    const b = freshTenant();
+    const s = await signIn(a);
+    await expectInvalid(b, s.access_token);
+  });
+});
