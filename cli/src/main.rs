@@ -1,1 +1,218 @@
-fn main(){}
+//! `tether`: the command-line face of the Tether core.
+//!
+//! - `tether demo [--verbose]`: walks through what the core does (sign-in, quota, retries
+//!   with one idempotency key, single-flight refresh, restore on next launch, paywall,
+//!   sign-out) against an embedded local contract server on loopback.
+//! - `tether serve [--port N]`: runs that contract server alone (for the binding tests),
+//!   printing `listening http://127.0.0.1:<port>` and serving until killed or stdin closes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tether::{
+    ApiRequest, AuthState, ClientConfig, HttpMethod, LogLevel, Logger, TetherClient, TetherError,
+};
+use tether_test_server::{Fault, TestServer};
+
+struct StderrLogger;
+
+impl Logger for StderrLogger {
+    fn log(&self, level: LogLevel, target: String, message: String) {
+        eprintln!("  [{level:?} {target}] {message}");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("demo") => match demo(args.iter().any(|a| a == "--verbose" || a == "-v")).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("demo failed: {e}");
+                1
+            }
+        },
+        Some("serve") => {
+            let port = args
+                .iter()
+                .position(|a| a == "--port")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            serve(port).await;
+            0
+        }
+        _ => {
+            eprintln!("usage: tether demo [--verbose] | tether serve [--port N]");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn serve(port: u16) {
+    let server = TestServer::start_on(port).await;
+    println!("listening {}", server.url());
+    // Serve until stdin closes (the parent test process died) or we are killed.
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
+            sink.clear();
+        }
+    })
+    .await
+    .ok();
+    drop(server);
+}
+
+fn quota_call() -> ApiRequest {
+    ApiRequest {
+        method: HttpMethod::Get,
+        path: "quota".into(),
+        json_body: None,
+        authenticated: true,
+    }
+}
+
+fn job_call() -> ApiRequest {
+    ApiRequest {
+        method: HttpMethod::Post,
+        path: "jobs".into(),
+        json_body: Some(r#"{"kind":"transcribe","input":{"media":"demo.m4a"}}"#.into()),
+        authenticated: true,
+    }
+}
+
+async fn demo(verbose: bool) -> Result<(), TetherError> {
+    let server = TestServer::start().await;
+    let dir = std::env::temp_dir().join(format!("tether-demo-{}", std::process::id()));
+    let store_path = dir.join("session.json");
+    let config = ClientConfig::new(server.url(), "tether-demo", dir.to_string_lossy());
+    let logger: Option<Arc<dyn Logger>> = if verbose {
+        Some(Arc::new(StderrLogger))
+    } else {
+        None
+    };
+    let store = tether::file_token_store(store_path.to_string_lossy().into());
+
+    println!("Tether {} demo", tether::tether_version());
+    println!(
+        "backend: embedded local contract server at {} (stand-in for the reference Worker)",
+        server.url()
+    );
+    let client = TetherClient::new(config.clone(), store.clone(), logger.clone())?;
+    println!(
+        "\n1. First launch: restore_session() -> {:?}",
+        client.restore_session().await?
+    );
+    let user = client.sign_in_anonymously(None, None).await?;
+    println!(
+        "   sign_in_anonymously() -> user {} (anonymous: {})",
+        user.id, user.anonymous
+    );
+    println!(
+        "   session saved to the token store ({})",
+        store_path.display()
+    );
+
+    client.send(quota_call(), None).await?;
+    let q = client.last_quota().expect("quota headers");
+    println!(
+        "\n2. Quota from response headers: plan {}, {}/{} left",
+        q.plan, q.remaining, q.limit
+    );
+
+    server.fault(
+        "/api/v1/jobs",
+        Fault::Status {
+            status: 503,
+            code: "unavailable",
+            retry_after: Some(1),
+        },
+    );
+    server.fault("/api/v1/jobs", Fault::DropAfterHandling);
+    let t = Instant::now();
+    let reply = client.send(job_call(), None).await?;
+    let keys: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/jobs")
+        .filter_map(|r| r.idempotency_key)
+        .collect();
+    println!("\n3. A metered call through a 503 (Retry-After: 1) and a connection lost after the server charged it:");
+    println!(
+        "   {} attempts in {:.1} s, one Idempotency-Key ({}), charged {} time(s) -> {} {}",
+        keys.len(),
+        t.elapsed().as_secs_f64(),
+        keys.windows(2).all(|w| w[0] == w[1]),
+        server.charges(),
+        reply.status,
+        reply.body
+    );
+
+    server.expire_access_tokens();
+    let before = server.count("/api/v1/auth/refresh");
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.send(quota_call(), None).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for c in calls {
+        ok += usize::from(c.await.map(|r| r.is_ok()).unwrap_or(false));
+    }
+    println!(
+        "\n4. The server rejected the access token; 20 concurrent calls -> {ok} succeeded after {} refresh(es)",
+        server.count("/api/v1/auth/refresh") - before
+    );
+
+    let next_launch = TetherClient::new(config.clone(), store.clone(), logger.clone())?;
+    println!(
+        "\n5. Next launch: restore_session() -> {:?}",
+        next_launch.restore_session().await?
+    );
+
+    server.set_quota_limit(q.limit.min(3));
+    let mut paywall = None;
+    for _ in 0..10 {
+        if let Err(e) = next_launch.send(job_call(), None).await {
+            paywall = Some(e);
+            break;
+        }
+    }
+    match paywall {
+        Some(TetherError::PlanRequired {
+            plan_required,
+            quota,
+            ..
+        }) => println!(
+            "\n6. Quota used up -> PlanRequired (show the paywall for plan {:?}; {} left)",
+            plan_required.unwrap_or_default(),
+            quota.map(|q| q.remaining).unwrap_or(0)
+        ),
+        other => println!("\n6. expected PlanRequired, got {other:?}"),
+    }
+
+    next_launch.sign_out().await?;
+    assert_eq!(next_launch.auth_state(), AuthState::SignedOut);
+    println!(
+        "\n7. sign_out() -> {:?}; store cleared: {}",
+        next_launch.auth_state(),
+        !store_path.exists()
+    );
+    match next_launch.send(quota_call(), None).await {
+        Err(TetherError::SignedOut) => {
+            println!("   a call now fails with SignedOut (route to sign-in)")
+        }
+        other => println!("   unexpected: {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("\ndone.");
+    Ok(())
+}

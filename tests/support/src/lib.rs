@@ -38,7 +38,11 @@ type Body = BoxBody<Bytes, Infallible>;
 #[derive(Debug, Clone)]
 pub enum Fault {
     /// Answer with this status and the contract's error body.
-    Status { status: u16, code: &'static str, retry_after: Option<u64> },
+    Status {
+        status: u16,
+        code: &'static str,
+        retry_after: Option<u64>,
+    },
     /// Read the request, then close the connection without a response.
     Drop,
     /// Handle the request (state changes happen), then close the connection without
@@ -49,7 +53,11 @@ pub enum Fault {
     /// Answer 200 with a JSON body of `bytes` bytes (with or without Content-Length).
     HugeBody { bytes: usize, chunked: bool },
     /// Answer with exactly these bytes.
-    Raw { status: u16, content_type: &'static str, body: String },
+    Raw {
+        status: u16,
+        content_type: &'static str,
+        body: String,
+    },
     /// Send the head and a first chunk, then go silent for this long.
     StallBody(Duration),
     /// Answer normally but without a `Date` header.
@@ -119,9 +127,15 @@ impl TestServer {
 
     /// Starts on `127.0.0.1:port` (0 = ephemeral).
     pub async fn start_on(port: u16) -> TestServer {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind loopback");
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        let state = Arc::new(Mutex::new(Inner { ttl_s: 900, quota_limit: 50, ..Inner::default() }));
+        let state = Arc::new(Mutex::new(Inner {
+            ttl_s: 900,
+            quota_limit: 50,
+            ..Inner::default()
+        }));
         let (stop, mut stopped) = oneshot::channel();
         let st = state.clone();
         tokio::spawn(async move {
@@ -142,7 +156,11 @@ impl TestServer {
                 }
             }
         });
-        TestServer { addr, state, _stop: stop }
+        TestServer {
+            addr,
+            state,
+            _stop: stop,
+        }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -212,7 +230,11 @@ impl TestServer {
 }
 
 fn now_s(offset: i64) -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 + offset
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + offset
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -225,7 +247,10 @@ struct ChannelBody(mpsc::Receiver<Bytes>);
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -233,28 +258,46 @@ impl hyper::body::Body for ChannelBody {
 fn json_resp(status: u16, v: &Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     r
 }
 
 fn error_resp(status: u16, code: &str, message: &str) -> Response<Body> {
-    let mut r = json_resp(status, &json!({ "error": { "code": code, "message": message } }));
+    let mut r = json_resp(
+        status,
+        &json!({ "error": { "code": code, "message": message } }),
+    );
     if status == 401 && code == "invalid_token" {
-        r.headers_mut()
-            .insert("www-authenticate", HeaderValue::from_static("Bearer error=\"invalid_token\""));
+        r.headers_mut().insert(
+            "www-authenticate",
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
     }
     r
 }
 
-async fn handle(state: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+async fn handle(
+    state: Arc<Mutex<Inner>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string));
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let bearer =
+        header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string));
     let key = header("idempotency-key");
     let ua = header("user-agent");
     let client_id = header("x-client-id");
-    let body = match http_body_util::Limited::new(req.into_body(), 1 << 20).collect().await {
+    let body = match http_body_util::Limited::new(req.into_body(), 1 << 20)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(error_resp(413, "payload_too_large", "body over 1 MiB")),
     };
@@ -277,10 +320,17 @@ async fn handle(state: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Result<Resp
         (fault, s.clock_offset_s, s.next_id)
     };
 
+    if let Some(cmd) = path.strip_prefix("/__admin/") {
+        return Ok(admin(&state, cmd, &body));
+    }
     let mut send_date = true;
     let mut resp = match fault {
         Some(Fault::Drop) => return Err(std::io::Error::other("fault: connection dropped")),
-        Some(Fault::Status { status, code, retry_after }) => {
+        Some(Fault::Status {
+            status,
+            code,
+            retry_after,
+        }) => {
             let mut r = error_resp(status, code, "injected fault");
             if let Some(s) = retry_after {
                 r.headers_mut().insert("retry-after", HeaderValue::from(s));
@@ -302,18 +352,25 @@ async fn handle(state: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Result<Resp
                     }
                 });
                 let mut r = Response::new(ChannelBody(rx).boxed());
-                r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static("application/json"));
                 r
             } else {
                 let mut r = Response::new(full(vec![b' '; bytes]));
-                r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static("application/json"));
                 r
             }
         }
-        Some(Fault::Raw { status, content_type, body }) => {
+        Some(Fault::Raw {
+            status,
+            content_type,
+            body,
+        }) => {
             let mut r = Response::new(full(body));
             *r.status_mut() = StatusCode::from_u16(status).unwrap();
-            r.headers_mut().insert("content-type", HeaderValue::from_static(content_type));
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static(content_type));
             r
         }
         Some(Fault::StallBody(d)) => {
@@ -326,7 +383,14 @@ async fn handle(state: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Result<Resp
             Response::new(ChannelBody(rx).boxed())
         }
         Some(Fault::DropAfterHandling) => {
-            let _ = route(&state, &method, &path, bearer.as_deref(), key.as_deref(), &body);
+            let _ = route(
+                &state,
+                &method,
+                &path,
+                bearer.as_deref(),
+                key.as_deref(),
+                &body,
+            );
             return Err(std::io::Error::other("fault: dropped after handling"));
         }
         other => {
@@ -336,17 +400,75 @@ async fn handle(state: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Result<Resp
             if matches!(other, Some(Fault::NoDate)) {
                 send_date = false;
             }
-            route(&state, &method, &path, bearer.as_deref(), key.as_deref(), &body)
+            route(
+                &state,
+                &method,
+                &path,
+                bearer.as_deref(),
+                key.as_deref(),
+                &body,
+            )
         }
     };
     let h = resp.headers_mut();
-    h.insert("x-request-id", HeaderValue::from_str(&format!("req-{request_no}")).unwrap());
+    h.insert(
+        "x-request-id",
+        HeaderValue::from_str(&format!("req-{request_no}")).unwrap(),
+    );
     if send_date {
         let date = SystemTime::now() + Duration::from_secs(offset.max(0) as u64)
             - Duration::from_secs((-offset).max(0) as u64);
-        h.insert("date", HeaderValue::from_str(&httpdate::fmt_http_date(date)).unwrap());
+        h.insert(
+            "date",
+            HeaderValue::from_str(&httpdate::fmt_http_date(date)).unwrap(),
+        );
     }
     Ok(resp)
+}
+
+/// Scripting over HTTP, for the binding tests in other languages (which run this server
+/// as the `tether serve` process): `POST /__admin/<command>` with a JSON body.
+fn admin(state: &Mutex<Inner>, cmd: &str, body: &[u8]) -> Response<Body> {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let mut s = state.lock().unwrap();
+    match cmd {
+        "expire-tokens" => {
+            let all: Vec<String> = s.access.keys().cloned().collect();
+            s.revoked_access.extend(all);
+        }
+        "quota-limit" => s.quota_limit = v["limit"].as_u64().unwrap_or(50),
+        "fault" => {
+            let path = v["path"].as_str().unwrap_or("*").to_string();
+            let status = v["status"].as_u64().unwrap_or(503) as u16;
+            let code: &'static str = match status {
+                401 => "invalid_token",
+                402 => "quota_exceeded",
+                429 => "rate_limited",
+                503 => "unavailable",
+                s if s >= 500 => "internal",
+                _ => "bad_request",
+            };
+            let fault = match v["kind"].as_str() {
+                Some("drop") => Fault::Drop,
+                Some("delay") => {
+                    Fault::Delay(Duration::from_millis(v["ms"].as_u64().unwrap_or(1000)))
+                }
+                _ => Fault::Status {
+                    status,
+                    code,
+                    retry_after: v["retry_after"].as_u64(),
+                },
+            };
+            s.faults.push_back((path, fault));
+        }
+        "count" => {
+            let path = v["path"].as_str().unwrap_or("");
+            let n = s.log.iter().filter(|r| r.path == path).count();
+            return json_resp(200, &json!({ "count": n }));
+        }
+        _ => return error_resp(404, "not_found", "unknown admin command"),
+    }
+    json_resp(200, &json!({ "ok": true }))
 }
 
 fn b64(v: &[u8]) -> String {
@@ -360,12 +482,30 @@ fn issue(s: &mut Inner, user: &str, anonymous: bool, family: u64) -> Value {
     let access = format!(
         "{}.{}.{}",
         b64(br#"{"alg":"HS256","typ":"JWT"}"#),
-        b64(json!({ "sub": user, "iat": now, "exp": exp, "jti": jti.to_string() }).to_string().as_bytes()),
+        b64(
+            json!({ "sub": user, "iat": now, "exp": exp, "jti": jti.to_string() })
+                .to_string()
+                .as_bytes()
+        ),
         b64(uuid::Uuid::new_v4().as_bytes())
     );
     let refresh = format!("rt_{}", uuid::Uuid::new_v4().simple());
-    s.access.insert(access.clone(), AccessRec { user: user.to_string(), exp });
-    s.refresh.insert(refresh.clone(), RefreshRec { user: user.to_string(), anonymous, family, used: false });
+    s.access.insert(
+        access.clone(),
+        AccessRec {
+            user: user.to_string(),
+            exp,
+        },
+    );
+    s.refresh.insert(
+        refresh.clone(),
+        RefreshRec {
+            user: user.to_string(),
+            anonymous,
+            family,
+            used: false,
+        },
+    );
     json!({
         "access_token": access, "token_type": "Bearer", "expires_in": s.ttl_s,
         "refresh_token": refresh, "user": { "id": user, "anonymous": anonymous }
@@ -376,7 +516,10 @@ fn quota_headers(s: &Inner, user: &str, r: &mut Response<Body>) {
     let used = s.used.get(user).copied().unwrap_or(0);
     let h = r.headers_mut();
     h.insert("ratelimit-limit", HeaderValue::from(s.quota_limit));
-    h.insert("ratelimit-remaining", HeaderValue::from(s.quota_limit.saturating_sub(used)));
+    h.insert(
+        "ratelimit-remaining",
+        HeaderValue::from(s.quota_limit.saturating_sub(used)),
+    );
     h.insert("ratelimit-reset", HeaderValue::from(3600u64));
     h.insert("x-plan", HeaderValue::from_static("free"));
 }
@@ -409,7 +552,11 @@ fn route(
             json_resp(200, &issue(s, &user, true, family))
         }
         (&Method::POST, "/api/v1/auth/refresh") => {
-            let Some(token) = json_body.as_ref().and_then(|b| b["refresh_token"].as_str()).map(str::to_string) else {
+            let Some(token) = json_body
+                .as_ref()
+                .and_then(|b| b["refresh_token"].as_str())
+                .map(str::to_string)
+            else {
                 return error_resp(400, "bad_request", "refresh_token missing");
             };
             if let Some(k) = key {
@@ -432,7 +579,8 @@ fn route(
             }
             let session = issue(s, &user, anonymous, family);
             if let Some(k) = key {
-                s.refresh_replays.insert((k.to_string(), token), session.to_string());
+                s.refresh_replays
+                    .insert((k.to_string(), token), session.to_string());
             }
             json_resp(200, &session)
         }
@@ -496,7 +644,8 @@ fn authed(
                     return error_resp(422, "idempotency_key_reused", "same key, different body");
                 }
                 let mut r = json_resp(*status, &serde_json::from_str(stored).unwrap());
-                r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+                r.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 return r;
             }
             let Some(kind) = json_body.and_then(|b| b["kind"].as_str()) else {
@@ -512,7 +661,8 @@ fn authed(
                     &json!({ "error": { "code": "quota_exceeded", "message": "Free plan limit reached",
                         "plan_required": "pro", "quota": quota_json(s, user) } }),
                 );
-                r.headers_mut().insert("x-plan", HeaderValue::from_static("free"));
+                r.headers_mut()
+                    .insert("x-plan", HeaderValue::from_static("free"));
                 return r;
             }
             *s.used.entry(user.to_string()).or_default() += 1;
@@ -521,7 +671,8 @@ fn authed(
             let id = format!("j_{}", s.next_id);
             s.jobs.insert(id.clone(), Job { id: id.clone() });
             let out = json!({ "job_id": id, "status": "queued" });
-            s.idempotency.insert(id_key, (fingerprint, 202, out.to_string()));
+            s.idempotency
+                .insert(id_key, (fingerprint, 202, out.to_string()));
             json_resp(202, &out)
         }
         (&Method::GET, p) if p.starts_with("/api/v1/jobs/") => {
