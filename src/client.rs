@@ -64,7 +64,9 @@ pub struct TetherClient {
 
 impl std::fmt::Debug for TetherClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TetherClient").field("auth_state", &self.auth.state()).finish_non_exhaustive()
+        f.debug_struct("TetherClient")
+            .field("auth_state", &self.auth.state())
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,7 +85,11 @@ impl TetherClient {
         let transport = Arc::new(Transport::new(&config)?);
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::Storage(format!("data_dir {:?}: {e}", config.data_dir)))?;
-        let auth = Arc::new(Auth::new(transport.clone(), token_store, config.refresh_skew_s));
+        let auth = Arc::new(Auth::new(
+            transport.clone(),
+            token_store,
+            config.refresh_skew_s,
+        ));
         let quota = Arc::new(LatestQuota::default());
         let api = Arc::new(Api::new(
             transport,
@@ -112,7 +118,12 @@ impl TetherClient {
     /// again later; the user is never signed out because of it.
     pub async fn restore_session(&self) -> Result<AuthState, TetherError> {
         let auth = self.auth.clone();
-        run(&self.dispatch, None, async move { Ok(auth.restore().await?) }).await
+        run(
+            &self.dispatch,
+            None,
+            async move { Ok(auth.restore().await?) },
+        )
+        .await
     }
 
     /// Creates an anonymous user on the backend and signs in as it (replacing any
@@ -128,7 +139,12 @@ impl TetherClient {
                 Some(id) => serde_json::json!({ "device_id": id }),
                 None => serde_json::json!({}),
             };
-            let reply = api.send(Request::post_json("auth/anonymous", body.to_string().into_bytes()).unauthenticated()).await?;
+            let reply = api
+                .send(
+                    Request::post_json("auth/anonymous", body.to_string().into_bytes())
+                        .unauthenticated(),
+                )
+                .await?;
             Ok(api.auth.adopt(&reply.body).await?)
         })
         .await
@@ -140,15 +156,24 @@ impl TetherClient {
     pub async fn sign_out(&self) -> Result<(), TetherError> {
         let auth = self.auth.clone();
         let deadline = Instant::now() + self.first_byte;
-        run(&self.dispatch, None, async move { Ok(auth.sign_out(deadline).await?) }).await
+        run(&self.dispatch, None, async move {
+            Ok(auth.sign_out(deadline).await?)
+        })
+        .await
     }
 
     /// A fresh access token for the app's own calls to its backend (refreshed first if it
     /// is about to expire). `SignedOut` if there is no session.
-    pub async fn access_token(&self, cancel: Option<Arc<CancelHandle>>) -> Result<String, TetherError> {
+    pub async fn access_token(
+        &self,
+        cancel: Option<Arc<CancelHandle>>,
+    ) -> Result<String, TetherError> {
         let api = self.api.clone();
         let deadline = Instant::now() + self.first_byte;
-        run(&self.dispatch, cancel, async move { Ok(api.auth.access_token(deadline).await?) }).await
+        run(&self.dispatch, cancel, async move {
+            Ok(api.auth.access_token(deadline).await?)
+        })
+        .await
     }
 
     /// Registers a listener told of every auth state change (and of the current state,
@@ -180,8 +205,13 @@ impl TetherClient {
                 authenticated: request.authenticated,
             };
             let reply = api.send(req).await?;
-            let body = String::from_utf8(reply.body).map_err(|_| Error::decode("response body is not UTF-8"))?;
-            Ok(ApiResponse { status: reply.status, body, request_id: reply.request_id })
+            let body = String::from_utf8(reply.body)
+                .map_err(|_| Error::decode("response body is not UTF-8"))?;
+            Ok(ApiResponse {
+                status: reply.status,
+                body,
+                request_id: reply.request_id,
+            })
         })
         .await
     }

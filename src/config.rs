@@ -30,7 +30,12 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect_ms: 10_000, first_byte_ms: 30_000, idle_ms: 35_000, total_ms: 120_000 }
+        Timeouts {
+            connect_ms: 10_000,
+            first_byte_ms: 30_000,
+            idle_ms: 35_000,
+            total_ms: 120_000,
+        }
     }
 }
 
@@ -56,7 +61,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 4, base_delay_ms: 250, max_delay_ms: 8_000, max_retry_after_s: 30 }
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay_ms: 250,
+            max_delay_ms: 8_000,
+            max_retry_after_s: 30,
+        }
     }
 }
 
@@ -88,7 +98,11 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A config with every default, for the given backend, app id and data directory.
-    pub fn new(base_url: impl Into<String>, client_id: impl Into<String>, data_dir: impl Into<String>) -> Self {
+    pub fn new(
+        base_url: impl Into<String>,
+        client_id: impl Into<String>,
+        data_dir: impl Into<String>,
+    ) -> Self {
         ClientConfig {
             base_url: base_url.into(),
             client_id: client_id.into(),
@@ -113,7 +127,11 @@ impl ClientConfig {
                     "base_url: plain http:// is allowed only for loopback hosts".into(),
                 ))
             }
-            other => return Err(Error::Config(format!("base_url: unsupported scheme {other:?}"))),
+            other => {
+                return Err(Error::Config(format!(
+                    "base_url: unsupported scheme {other:?}"
+                )))
+            }
         }
         if url.host().is_none() {
             return Err(Error::Config("base_url has no host".into()));
@@ -122,7 +140,9 @@ impl ClientConfig {
             return Err(Error::Config("base_url must not carry credentials".into()));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(Error::Config("base_url must not have a query or fragment".into()));
+            return Err(Error::Config(
+                "base_url must not have a query or fragment".into(),
+            ));
         }
         let id = self.client_id.trim();
         if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()) {
@@ -141,21 +161,31 @@ impl ClientConfig {
             ("total_ms", t.total_ms),
         ] {
             if v == 0 {
-                return Err(Error::Config(format!("timeouts.{name} must be greater than zero")));
+                return Err(Error::Config(format!(
+                    "timeouts.{name} must be greater than zero"
+                )));
             }
         }
         if self.retry.max_attempts == 0 {
-            return Err(Error::Config("retry.max_attempts must be at least 1".into()));
+            return Err(Error::Config(
+                "retry.max_attempts must be at least 1".into(),
+            ));
         }
         if self.retry.base_delay_ms > self.retry.max_delay_ms {
-            return Err(Error::Config("retry.base_delay_ms exceeds retry.max_delay_ms".into()));
+            return Err(Error::Config(
+                "retry.base_delay_ms exceeds retry.max_delay_ms".into(),
+            ));
         }
         if self.max_response_bytes == 0 {
-            return Err(Error::Config("max_response_bytes must be greater than zero".into()));
+            return Err(Error::Config(
+                "max_response_bytes must be greater than zero".into(),
+            ));
         }
         if let Some(s) = &self.user_agent_suffix {
             if s.chars().any(|c| c.is_control()) {
-                return Err(Error::Config("user_agent_suffix has control characters".into()));
+                return Err(Error::Config(
+                    "user_agent_suffix has control characters".into(),
+                ));
             }
         }
         let mut url = url;
@@ -189,16 +219,38 @@ mod tests {
 
     #[test]
     fn accepts_https_and_loopback_http() {
-        for ok in ["https://api.example.com", "http://127.0.0.1:8787", "http://localhost:1", "http://[::1]:80/", "https://x.dev/base/"] {
+        for ok in [
+            "https://api.example.com",
+            "http://127.0.0.1:8787",
+            "http://localhost:1",
+            "http://[::1]:80/",
+            "https://x.dev/base/",
+        ] {
             assert!(cfg(ok).validate().is_ok(), "{ok}");
         }
-        assert_eq!(cfg("https://x.dev/base/").validate().unwrap().as_str(), "https://x.dev/base");
+        assert_eq!(
+            cfg("https://x.dev/base/").validate().unwrap().as_str(),
+            "https://x.dev/base"
+        );
     }
 
     #[test]
     fn rejects_bad_urls() {
-        for bad in ["http://example.com", "http://10.0.0.1", "ftp://x", "/relative", "api.example.com", "", "https://u:p@x.dev", "https://x.dev/?q=1", "http://127.0.0.1.evil.com"] {
-            assert!(matches!(cfg(bad).validate(), Err(Error::Config(_))), "{bad}");
+        for bad in [
+            "http://example.com",
+            "http://10.0.0.1",
+            "ftp://x",
+            "/relative",
+            "api.example.com",
+            "",
+            "https://u:p@x.dev",
+            "https://x.dev/?q=1",
+            "http://127.0.0.1.evil.com",
+        ] {
+            assert!(
+                matches!(cfg(bad).validate(), Err(Error::Config(_))),
+                "{bad}"
+            );
         }
     }
 

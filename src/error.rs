@@ -85,9 +85,8 @@ impl Error {
     /// Whether the contract lets the same logical request be sent again (same key).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Network { .. } | Error::Timeout(TimeoutKind::Connect | TimeoutKind::FirstByte) => {
-                true
-            }
+            Error::Network { .. }
+            | Error::Timeout(TimeoutKind::Connect | TimeoutKind::FirstByte) => true,
             Error::Http(f) => f.is_transient(),
             _ => false,
         }
@@ -123,7 +122,10 @@ pub enum TetherError {
     Cancelled,
     /// The server refused the credentials even after a refresh. Retry later or sign in again.
     #[error("unauthorized: {message}")]
-    Unauthorized { message: String, request_id: Option<String> },
+    Unauthorized {
+        message: String,
+        request_id: Option<String>,
+    },
     /// There is no session (never signed in, signed out, or the session was revoked).
     /// Route the user to sign-in.
     #[error("signed out")]
@@ -138,28 +140,49 @@ pub enum TetherError {
     },
     /// Authenticated but not allowed (e.g. the feature needs another plan). Do not retry.
     #[error("forbidden: {message}")]
-    Forbidden { message: String, request_id: Option<String> },
+    Forbidden {
+        message: String,
+        request_id: Option<String>,
+    },
     /// Too many requests, and retrying within the call's deadline was not possible.
     /// Wait `retry_after_s` seconds before trying again.
     #[error("rate limited (retry after {retry_after_s:?} s)")]
-    RateLimited { retry_after_s: Option<u64>, request_id: Option<String> },
+    RateLimited {
+        retry_after_s: Option<u64>,
+        request_id: Option<String>,
+    },
     /// The request body is over the server's limit. Do not retry as is.
     #[error("payload too large (max {max_bytes:?} bytes)")]
-    PayloadTooLarge { max_bytes: Option<u64>, request_id: Option<String> },
+    PayloadTooLarge {
+        max_bytes: Option<u64>,
+        request_id: Option<String>,
+    },
     /// The response body was over the client's cap (`ClientConfig::max_response_bytes`);
     /// it was not read into memory.
     #[error("response too large (over {limit_bytes} bytes)")]
     ResponseTooLarge { limit_bytes: u64 },
     /// The media type is not accepted (image format). Do not retry as is.
     #[error("unsupported media type: {message}")]
-    UnsupportedMedia { message: String, request_id: Option<String> },
+    UnsupportedMedia {
+        message: String,
+        request_id: Option<String>,
+    },
     /// The request was rejected as malformed or invalid (400, 404, 422, or checked locally).
     /// A bug or bad user input: do not retry as is.
     #[error("invalid input ({code}): {message}")]
-    InvalidInput { code: String, message: String, request_id: Option<String> },
+    InvalidInput {
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
     /// The server failed (5xx, or a status the contract does not name) and retries ran out.
     #[error("server error {status} ({code}): {message}")]
-    Server { status: u16, code: String, message: String, request_id: Option<String> },
+    Server {
+        status: u16,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
     /// Local storage (token store, database) failed. The session is kept; retry later.
     #[error("storage error: {message}")]
     Storage { message: String },
@@ -180,13 +203,17 @@ impl From<Error> for TetherError {
                 message,
                 request_id: None,
             },
-            e @ Error::Network { .. } => TetherError::Network { message: e.to_string() },
+            e @ Error::Network { .. } => TetherError::Network {
+                message: e.to_string(),
+            },
             Error::Timeout(kind) => TetherError::Timeout {
                 message: format!("{kind:?} deadline exceeded").to_lowercase(),
             },
             Error::Cancelled => TetherError::Cancelled,
             Error::SignedOut => TetherError::SignedOut,
-            Error::ResponseTooLarge { limit } => TetherError::ResponseTooLarge { limit_bytes: limit },
+            Error::ResponseTooLarge { limit } => {
+                TetherError::ResponseTooLarge { limit_bytes: limit }
+            }
             Error::Decode(message) => TetherError::Decode { message },
             Error::Storage(message) => TetherError::Storage { message },
             Error::Http(f) => from_http(*f),
@@ -195,18 +222,52 @@ impl From<Error> for TetherError {
 }
 
 fn from_http(f: HttpFailure) -> TetherError {
-    let HttpFailure { status, code, message, retry_after, plan_required, quota, max_bytes, request_id } = f;
+    let HttpFailure {
+        status,
+        code,
+        message,
+        retry_after,
+        plan_required,
+        quota,
+        max_bytes,
+        request_id,
+    } = f;
     match status {
-        401 => TetherError::Unauthorized { message, request_id },
-        402 => TetherError::PlanRequired { plan_required, quota, request_id },
-        403 => TetherError::Forbidden { message, request_id },
-        413 => TetherError::PayloadTooLarge { max_bytes, request_id },
-        415 => TetherError::UnsupportedMedia { message, request_id },
+        401 => TetherError::Unauthorized {
+            message,
+            request_id,
+        },
+        402 => TetherError::PlanRequired {
+            plan_required,
+            quota,
+            request_id,
+        },
+        403 => TetherError::Forbidden {
+            message,
+            request_id,
+        },
+        413 => TetherError::PayloadTooLarge {
+            max_bytes,
+            request_id,
+        },
+        415 => TetherError::UnsupportedMedia {
+            message,
+            request_id,
+        },
         429 => TetherError::RateLimited {
             retry_after_s: retry_after.map(|d| d.as_secs()),
             request_id,
         },
-        400 | 404 | 409 | 422 => TetherError::InvalidInput { code, message, request_id },
-        _ => TetherError::Server { status, code, message, request_id },
+        400 | 404 | 409 | 422 => TetherError::InvalidInput {
+            code,
+            message,
+            request_id,
+        },
+        _ => TetherError::Server {
+            status,
+            code,
+            message,
+            request_id,
+        },
     }
 }

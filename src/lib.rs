@@ -16,8 +16,8 @@ mod subscription;
 mod transport;
 
 pub use auth::{
-    file_token_store, in_memory_token_store, AuthListener, AuthState, FileTokenStore, InMemoryTokenStore, TokenStore,
-    TokenStoreError, User,
+    file_token_store, in_memory_token_store, AuthListener, AuthState, FileTokenStore,
+    InMemoryTokenStore, TokenStore, TokenStoreError, User,
 };
 pub use client::{ApiRequest, ApiResponse, HttpMethod, TetherClient};
 pub use config::{ClientConfig, RetryPolicy, Timeouts};

@@ -42,7 +42,12 @@ pub(crate) fn from_headers(headers: &HeaderMap, server_now_s: i64) -> Option<Quo
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    Some(Quota { plan, limit, remaining, reset_at })
+    Some(Quota {
+        plan,
+        limit,
+        remaining,
+        reset_at,
+    })
 }
 
 /// The in-memory latest snapshot (until the quota feature persists it).

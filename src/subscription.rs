@@ -20,7 +20,10 @@ pub(crate) struct Broadcaster<E> {
 
 impl<E> Default for Broadcaster<E> {
     fn default() -> Self {
-        Broadcaster { subs: Mutex::new(Vec::new()), next_id: AtomicU64::new(1) }
+        Broadcaster {
+            subs: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+        }
     }
 }
 
@@ -63,7 +66,10 @@ impl<E: Clone + Send + 'static> Broadcaster<E> {
             stop: Mutex::new(Some(Box::new(move || {
                 task.abort();
                 if let Some(b) = weak.upgrade() {
-                    b.subs.lock().unwrap_or_else(|p| p.into_inner()).retain(|(i, _)| *i != id);
+                    b.subs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .retain(|(i, _)| *i != id);
                 }
             }))),
         })

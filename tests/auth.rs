@@ -14,9 +14,18 @@ async fn anonymous_sign_in_saves_the_session_and_restores_it() {
     let c = env.client();
     assert_eq!(c.auth_state(), AuthState::Unknown);
     assert_eq!(c.restore_session().await.unwrap(), AuthState::SignedOut);
-    let user = c.sign_in_anonymously(Some("device-1".into()), None).await.unwrap();
+    let user = c
+        .sign_in_anonymously(Some("device-1".into()), None)
+        .await
+        .unwrap();
     assert!(user.anonymous);
-    assert_eq!(c.auth_state(), AuthState::SignedIn { user_id: user.id.clone(), anonymous: true });
+    assert_eq!(
+        c.auth_state(),
+        AuthState::SignedIn {
+            user_id: user.id.clone(),
+            anonymous: true
+        }
+    );
     assert!(env.store.value().unwrap().contains(&user.id));
     let sent = env.server.requests();
     assert!(sent[0].body.contains("device-1"));
@@ -24,7 +33,13 @@ async fn anonymous_sign_in_saves_the_session_and_restores_it() {
     // A second client (the next app launch) restores it without any network call.
     let before = env.server.requests().len();
     let c2 = env.client();
-    assert_eq!(c2.restore_session().await.unwrap(), AuthState::SignedIn { user_id: user.id.clone(), anonymous: true });
+    assert_eq!(
+        c2.restore_session().await.unwrap(),
+        AuthState::SignedIn {
+            user_id: user.id.clone(),
+            anonymous: true
+        }
+    );
     assert_eq!(env.server.requests().len(), before);
     c2.send(quota_request(), None).await.unwrap();
 }
@@ -43,8 +58,16 @@ async fn fifty_concurrent_requests_with_a_rejected_token_cause_one_refresh() {
     {
         r.unwrap();
     }
-    let with_old = env.server.requests().iter().filter(|r| r.bearer.as_deref() == Some(old.as_str())).count();
-    assert!(with_old > 1, "the calls really ran concurrently ({with_old} used the old token)");
+    let with_old = env
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.bearer.as_deref() == Some(old.as_str()))
+        .count();
+    assert!(
+        with_old > 1,
+        "the calls really ran concurrently ({with_old} used the old token)"
+    );
     assert_eq!(env.server.count("/api/v1/auth/refresh"), 1);
     let new = c.access_token(None).await.unwrap();
     assert_ne!(old, new);
@@ -99,11 +122,16 @@ async fn a_reused_refresh_token_signs_out() {
     let err = c.send(quota_request(), None).await.unwrap_err();
     assert_eq!(err, TetherError::SignedOut);
     assert_eq!(env.store.value(), None);
-    let ev = rec.wait_for(|e| e.contains(&Seen::State(AuthState::SignedOut))).await;
+    let ev = rec
+        .wait_for(|e| e.contains(&Seen::State(AuthState::SignedOut)))
+        .await;
     assert!(ev.contains(&Seen::State(AuthState::SignedOut)), "{ev:?}");
     // Callers now get SignedOut without a network call.
     let n = env.server.requests().len();
-    assert_eq!(c.access_token(None).await.unwrap_err(), TetherError::SignedOut);
+    assert_eq!(
+        c.access_token(None).await.unwrap_err(),
+        TetherError::SignedOut
+    );
     assert_eq!(env.server.requests().len(), n);
 }
 
@@ -114,10 +142,20 @@ async fn a_503_during_refresh_keeps_the_session() {
     let state = c.auth_state();
     env.server.expire_access_tokens();
     for _ in 0..4 {
-        env.server.fault("/api/v1/auth/refresh", Fault::Status { status: 503, code: "unavailable", retry_after: Some(0) });
+        env.server.fault(
+            "/api/v1/auth/refresh",
+            Fault::Status {
+                status: 503,
+                code: "unavailable",
+                retry_after: Some(0),
+            },
+        );
     }
     let err = c.send(quota_request(), None).await.unwrap_err();
-    assert!(matches!(err, TetherError::Server { status: 503, .. }), "{err:?}");
+    assert!(
+        matches!(err, TetherError::Server { status: 503, .. }),
+        "{err:?}"
+    );
     assert_eq!(c.auth_state(), state);
     assert!(env.store.value().is_some());
     assert_eq!(*env.store.clears.lock().unwrap(), 0);
@@ -132,10 +170,15 @@ async fn a_refresh_whose_response_is_lost_is_replayed_not_reused() {
     let c = env.signed_in().await;
     env.server.expire_access_tokens();
     // The server rotates the token but the response never arrives.
-    env.server.fault("/api/v1/auth/refresh", Fault::DropAfterHandling);
+    env.server
+        .fault("/api/v1/auth/refresh", Fault::DropAfterHandling);
     c.send(quota_request(), None).await.unwrap();
-    let refreshes: Vec<_> =
-        env.server.requests().into_iter().filter(|r| r.path == "/api/v1/auth/refresh").collect();
+    let refreshes: Vec<_> = env
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/auth/refresh")
+        .collect();
     assert_eq!(refreshes.len(), 2);
     assert!(refreshes[0].idempotency_key.is_some());
     assert_eq!(refreshes[0].idempotency_key, refreshes[1].idempotency_key);
@@ -153,9 +196,15 @@ async fn a_locked_keychain_leaves_the_state_unknown() {
     let rec = Arc::new(Recorder::default());
     let c2 = env.client();
     let _sub = c2.add_auth_listener(rec.clone());
-    assert!(matches!(c2.restore_session().await, Err(TetherError::Storage { .. })));
+    assert!(matches!(
+        c2.restore_session().await,
+        Err(TetherError::Storage { .. })
+    ));
     assert_eq!(c2.auth_state(), AuthState::Unknown);
-    assert!(matches!(c2.send(quota_request(), None).await, Err(TetherError::Storage { .. })));
+    assert!(matches!(
+        c2.send(quota_request(), None).await,
+        Err(TetherError::Storage { .. })
+    ));
     assert_eq!(c2.auth_state(), AuthState::Unknown);
     assert_eq!(*env.store.clears.lock().unwrap(), 0);
 
@@ -202,11 +251,22 @@ async fn session_revoked_on_a_request_signs_out() {
     let rec = Arc::new(Recorder::default());
     let c = env.signed_in().await;
     let _sub = c.add_auth_listener(rec.clone());
-    env.server.fault("/api/v1/quota", Fault::Status { status: 401, code: "session_revoked", retry_after: None });
-    assert_eq!(c.send(quota_request(), None).await.unwrap_err(), TetherError::SignedOut);
+    env.server.fault(
+        "/api/v1/quota",
+        Fault::Status {
+            status: 401,
+            code: "session_revoked",
+            retry_after: None,
+        },
+    );
+    assert_eq!(
+        c.send(quota_request(), None).await.unwrap_err(),
+        TetherError::SignedOut
+    );
     assert_eq!(c.auth_state(), AuthState::SignedOut);
     assert_eq!(env.store.value(), None);
-    rec.wait_for(|e| e.contains(&Seen::State(AuthState::SignedOut))).await;
+    rec.wait_for(|e| e.contains(&Seen::State(AuthState::SignedOut)))
+        .await;
     assert!(rec.events().contains(&Seen::State(AuthState::SignedOut)));
 }
 
@@ -217,7 +277,12 @@ async fn sign_out_clears_locally_even_when_the_network_is_down() {
     c.sign_out().await.unwrap();
     assert_eq!(c.auth_state(), AuthState::SignedOut);
     assert_eq!(env.store.value(), None);
-    let signout: Vec<_> = env.server.requests().into_iter().filter(|r| r.path == "/api/v1/auth/signout").collect();
+    let signout: Vec<_> = env
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/auth/signout")
+        .collect();
     assert_eq!(signout.len(), 1);
     assert!(signout[0].body.contains("refresh_token") && signout[0].bearer.is_some());
 
@@ -226,7 +291,10 @@ async fn sign_out_clears_locally_even_when_the_network_is_down() {
     c.sign_out().await.unwrap();
     assert_eq!(c.auth_state(), AuthState::SignedOut);
     assert_eq!(env.store.value(), None);
-    assert_eq!(c.send(quota_request(), None).await.unwrap_err(), TetherError::SignedOut);
+    assert_eq!(
+        c.send(quota_request(), None).await.unwrap_err(),
+        TetherError::SignedOut
+    );
 }
 
 #[tokio::test]
@@ -239,9 +307,19 @@ async fn listeners_hear_every_rotation_and_stop_when_dropped() {
         env.server.expire_access_tokens();
         c.send(quota_request(), None).await.unwrap();
     }
-    let ev = rec.wait_for(|e| e.iter().filter(|s| matches!(s, Seen::Refreshed(_))).count() == 3).await;
-    assert!(matches!(ev[0], Seen::State(AuthState::SignedIn { .. })), "{ev:?}");
-    assert_eq!(ev.iter().filter(|s| matches!(s, Seen::Refreshed(_))).count(), 3);
+    let ev = rec
+        .wait_for(|e| e.iter().filter(|s| matches!(s, Seen::Refreshed(_))).count() == 3)
+        .await;
+    assert!(
+        matches!(ev[0], Seen::State(AuthState::SignedIn { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev.iter()
+            .filter(|s| matches!(s, Seen::Refreshed(_)))
+            .count(),
+        3
+    );
     drop(sub);
     c.sign_out().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -257,11 +335,30 @@ async fn tokens_never_appear_in_debug_display_errors_or_logs() {
     env.server.expire_access_tokens();
     c.send(quota_request(), None).await.unwrap();
     for fault in [
-        Fault::Status { status: 401, code: "invalid_token", retry_after: None },
-        Fault::Status { status: 402, code: "quota_exceeded", retry_after: None },
-        Fault::Status { status: 503, code: "unavailable", retry_after: Some(60) },
-        Fault::Raw { status: 500, content_type: "text/html", body: "<html>".into() },
-        Fault::HugeBody { bytes: 2 << 20, chunked: true },
+        Fault::Status {
+            status: 401,
+            code: "invalid_token",
+            retry_after: None,
+        },
+        Fault::Status {
+            status: 402,
+            code: "quota_exceeded",
+            retry_after: None,
+        },
+        Fault::Status {
+            status: 503,
+            code: "unavailable",
+            retry_after: Some(60),
+        },
+        Fault::Raw {
+            status: 500,
+            content_type: "text/html",
+            body: "<html>".into(),
+        },
+        Fault::HugeBody {
+            bytes: 2 << 20,
+            chunked: true,
+        },
     ] {
         env.server.fault("/api/v1/quota", fault);
         if let Err(e) = c.send(quota_request(), None).await {
@@ -273,9 +370,18 @@ async fn tokens_never_appear_in_debug_display_errors_or_logs() {
     let e = c.access_token(None).await.unwrap_err();
     seen.push(format!("{e} {e:?}"));
     seen.push(env.logs.text());
-    assert!(env.logs.text().contains("refreshed"), "logs are forwarded:\n{}", env.logs.text());
+    assert!(
+        env.logs.text().contains("refreshed"),
+        "logs are forwarded:\n{}",
+        env.logs.text()
+    );
 
-    let mut tokens: Vec<String> = env.server.requests().into_iter().filter_map(|r| r.bearer).collect();
+    let mut tokens: Vec<String> = env
+        .server
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.bearer)
+        .collect();
     for r in env.server.requests() {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.body) {
             if let Some(t) = v["refresh_token"].as_str() {
@@ -288,7 +394,10 @@ async fn tokens_never_appear_in_debug_display_errors_or_logs() {
     for t in &tokens {
         // Any 16-character piece of a token would be a leak.
         let piece = &t[t.len() - 16..];
-        assert!(!all.contains(piece), "token piece {piece} leaked into:\n{all}");
+        assert!(
+            !all.contains(piece),
+            "token piece {piece} leaked into:\n{all}"
+        );
     }
 }
 

@@ -7,7 +7,10 @@ use crate::config::RetryPolicy;
 
 pub fn full_jitter(policy: &RetryPolicy, attempt: u32) -> Duration {
     let exp = attempt.saturating_sub(1).min(20);
-    let ceiling = policy.base_delay_ms.saturating_mul(1 << exp).min(policy.max_delay_ms);
+    let ceiling = policy
+        .base_delay_ms
+        .saturating_mul(1 << exp)
+        .min(policy.max_delay_ms);
     Duration::from_millis(fastrand::u64(0..=ceiling))
 }
 
@@ -17,7 +20,12 @@ mod tests {
 
     #[test]
     fn stays_under_the_growing_ceiling() {
-        let p = RetryPolicy { max_attempts: 9, base_delay_ms: 100, max_delay_ms: 1000, max_retry_after_s: 1 };
+        let p = RetryPolicy {
+            max_attempts: 9,
+            base_delay_ms: 100,
+            max_delay_ms: 1000,
+            max_retry_after_s: 1,
+        };
         for _ in 0..200 {
             assert!(full_jitter(&p, 1) <= Duration::from_millis(100));
             assert!(full_jitter(&p, 3) <= Duration::from_millis(400));

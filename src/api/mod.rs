@@ -30,7 +30,12 @@ pub struct Request {
 
 impl Request {
     pub fn post_json(path: &str, body: Vec<u8>) -> Self {
-        Request { method: Method::POST, path: path.into(), json_body: Some(body), authenticated: true }
+        Request {
+            method: Method::POST,
+            path: path.into(),
+            json_body: Some(body),
+            authenticated: true,
+        }
     }
 
     pub fn unauthenticated(mut self) -> Self {
@@ -65,7 +70,14 @@ impl Api {
         total: Duration,
         max_body: u64,
     ) -> Self {
-        Api { transport, auth, quota, retry, total, max_body }
+        Api {
+            transport,
+            auth,
+            quota,
+            retry,
+            total,
+            max_body,
+        }
     }
 
     pub async fn send(&self, req: Request) -> Result<Reply> {
@@ -104,7 +116,9 @@ impl Api {
                 return Err(err);
             }
             let wait = match err.retry_after() {
-                Some(hint) if hint > Duration::from_secs(self.retry.max_retry_after_s) => return Err(err),
+                Some(hint) if hint > Duration::from_secs(self.retry.max_retry_after_s) => {
+                    return Err(err)
+                }
                 Some(hint) => hint,
                 None => backoff::full_jitter(&self.retry, attempt),
             };
@@ -121,9 +135,19 @@ impl Api {
     }
 
     /// One attempt. On failure, also returns the token it used (to refresh after a 401).
-    async fn attempt(&self, req: &Request, key: Option<&str>, deadline: Instant) -> Result<Reply, (Error, Option<String>)> {
+    async fn attempt(
+        &self,
+        req: &Request,
+        key: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Reply, (Error, Option<String>)> {
         let bearer = if req.authenticated {
-            Some(self.auth.access_token(deadline).await.map_err(|e| (e, None))?)
+            Some(
+                self.auth
+                    .access_token(deadline)
+                    .await
+                    .map_err(|e| (e, None))?,
+            )
         } else {
             None
         };
@@ -152,7 +176,15 @@ impl Api {
         if !status.is_success() {
             return Err(fail(self.transport.error_from(resp, deadline).await));
         }
-        let body = self.transport.read_body(resp, self.max_body, deadline).await.map_err(fail)?;
-        Ok(Reply { status: status.as_u16(), body, request_id: rid })
+        let body = self
+            .transport
+            .read_body(resp, self.max_body, deadline)
+            .await
+            .map_err(fail)?;
+        Ok(Reply {
+            status: status.as_u16(),
+            body,
+            request_id: rid,
+        })
     }
 }

@@ -18,7 +18,10 @@ use reqwest::Method;
 use tokio::time::Instant;
 
 pub use session::Session;
-pub use store::{file_token_store, in_memory_token_store, FileTokenStore, InMemoryTokenStore, TokenStore, TokenStoreError};
+pub use store::{
+    file_token_store, in_memory_token_store, FileTokenStore, InMemoryTokenStore, TokenStore,
+    TokenStoreError,
+};
 
 use crate::error::{Error, Result};
 use crate::subscription::{Broadcaster, Subscription};
@@ -89,7 +92,11 @@ impl Auth {
         Auth {
             transport,
             store,
-            inner: Mutex::new(Inner { phase: Phase::Unknown, epoch: 0, pending_refresh: None }),
+            inner: Mutex::new(Inner {
+                phase: Phase::Unknown,
+                epoch: 0,
+                pending_refresh: None,
+            }),
             gate: tokio::sync::Mutex::new(()),
             skew_s: i64::try_from(skew_s).unwrap_or(i64::MAX / 4),
             events: Arc::new(Broadcaster::default()),
@@ -104,7 +111,11 @@ impl Auth {
         state_of(&self.lock().phase)
     }
 
-    pub fn subscribe(&self, dispatch: tracing::Dispatch, listener: Arc<dyn AuthListener>) -> Arc<Subscription> {
+    pub fn subscribe(
+        &self,
+        dispatch: tracing::Dispatch,
+        listener: Arc<dyn AuthListener>,
+    ) -> Arc<Subscription> {
         self.events.subscribe(
             dispatch,
             || Event::State(self.state()),
@@ -159,7 +170,10 @@ impl Auth {
         let session = Session::from_response(body, self.transport.clock.now_s())?;
         let _gate = self.gate.lock().await;
         self.save(&session).await;
-        let user = User { id: session.user_id.clone(), anonymous: session.anonymous };
+        let user = User {
+            id: session.user_id.clone(),
+            anonymous: session.anonymous,
+        };
         let state = {
             let mut inner = self.lock();
             inner.epoch += 1;
@@ -200,7 +214,9 @@ impl Auth {
     async fn refresh(&self, stale: &str, deadline: Instant) -> Result<String> {
         let _gate = self.gate.lock().await;
         let session = self.current()?;
-        if session.access_token != stale && !session.needs_refresh(self.transport.clock.now_s(), self.skew_s) {
+        if session.access_token != stale
+            && !session.needs_refresh(self.transport.clock.now_s(), self.skew_s)
+        {
             return Ok(session.access_token.clone());
         }
         let (epoch, key) = {
@@ -213,7 +229,9 @@ impl Auth {
             (inner.epoch, key)
         };
         tracing::debug!(target: "tether::auth", "refreshing the session");
-        let body = serde_json::json!({ "refresh_token": session.refresh_token }).to_string().into_bytes();
+        let body = serde_json::json!({ "refresh_token": session.refresh_token })
+            .to_string()
+            .into_bytes();
         let req = Outgoing {
             method: Method::POST,
             path: "auth/refresh".into(),
@@ -272,14 +290,22 @@ impl Auth {
             let req = Outgoing {
                 method: Method::POST,
                 path: "auth/signout".into(),
-                json_body: Some(serde_json::json!({ "refresh_token": s.refresh_token }).to_string().into_bytes()),
+                json_body: Some(
+                    serde_json::json!({ "refresh_token": s.refresh_token })
+                        .to_string()
+                        .into_bytes(),
+                ),
                 idempotency_key: None,
                 bearer: Some(s.access_token.clone()),
             };
             match self.transport.send(&req, deadline).await {
                 Ok(r) if r.status().is_success() => {}
-                Ok(r) => tracing::info!(target: "tether::auth", status = r.status().as_u16(), "server-side sign-out refused"),
-                Err(e) => tracing::info!(target: "tether::auth", error = %e, "server-side sign-out not reached"),
+                Ok(r) => {
+                    tracing::info!(target: "tether::auth", status = r.status().as_u16(), "server-side sign-out refused")
+                }
+                Err(e) => {
+                    tracing::info!(target: "tether::auth", error = %e, "server-side sign-out not reached")
+                }
             }
         }
         cleared
@@ -312,7 +338,9 @@ impl Auth {
         let blob = session.to_stored();
         match blocking(move || store.save(blob)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(target: "tether::auth", error = %e, "token store save failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(target: "tether::auth", error = %e, "token store save failed")
+            }
             Err(e) => tracing::warn!(target: "tether::auth", error = %e, "token store save failed"),
         }
     }
@@ -322,7 +350,10 @@ fn state_of(phase: &Phase) -> AuthState {
     match phase {
         Phase::Unknown => AuthState::Unknown,
         Phase::SignedOut => AuthState::SignedOut,
-        Phase::SignedIn(s) => AuthState::SignedIn { user_id: s.user_id.clone(), anonymous: s.anonymous },
+        Phase::SignedIn(s) => AuthState::SignedIn {
+            user_id: s.user_id.clone(),
+            anonymous: s.anonymous,
+        },
     }
 }
 

@@ -57,20 +57,27 @@ struct WireUser {
 impl Session {
     /// Decodes the contract's session body. `server_now` is the server clock at receipt.
     pub fn from_response(body: &[u8], server_now: i64) -> Result<Session> {
-        let w: Wire = serde_json::from_slice(body).map_err(|e| Error::decode(format!("session: {e}")))?;
+        let w: Wire =
+            serde_json::from_slice(body).map_err(|e| Error::decode(format!("session: {e}")))?;
         if w.access_token.is_empty() || w.refresh_token.is_empty() || w.user.id.is_empty() {
             return Err(Error::decode("session: empty token or user id"));
         }
         if let Some(t) = &w.token_type {
             if !t.eq_ignore_ascii_case("bearer") {
-                return Err(Error::decode(format!("session: unsupported token_type {t:?}")));
+                return Err(Error::decode(format!(
+                    "session: unsupported token_type {t:?}"
+                )));
             }
         }
         // `exp` is read only to schedule a refresh; the server decides validity.
         let expires_at = match (jwt_exp(&w.access_token), w.expires_in) {
             (Some(exp), _) => exp,
             (None, Some(secs)) if secs > 0 => server_now + secs,
-            _ => return Err(Error::decode("session: no expiry (neither JWT exp nor expires_in)")),
+            _ => {
+                return Err(Error::decode(
+                    "session: no expiry (neither JWT exp nor expires_in)",
+                ))
+            }
         };
         Ok(Session {
             access_token: w.access_token,
@@ -91,13 +98,21 @@ impl Session {
     }
 
     pub fn to_stored(&self) -> String {
-        serde_json::to_string(&Stored { v: 1, session: self.clone() }).unwrap_or_default()
+        serde_json::to_string(&Stored {
+            v: 1,
+            session: self.clone(),
+        })
+        .unwrap_or_default()
     }
 
     pub fn from_stored(s: &str) -> Result<Session> {
-        let stored: Stored = serde_json::from_str(s).map_err(|e| Error::decode(format!("stored session: {e}")))?;
+        let stored: Stored =
+            serde_json::from_str(s).map_err(|e| Error::decode(format!("stored session: {e}")))?;
         if stored.v != 1 {
-            return Err(Error::decode(format!("stored session: unknown version {}", stored.v)));
+            return Err(Error::decode(format!(
+                "stored session: unknown version {}",
+                stored.v
+            )));
         }
         Ok(stored.session)
     }
@@ -123,7 +138,11 @@ mod tests {
 
     fn jwt(payload: &str) -> String {
         let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!("{}.{}.sig", e.encode(r#"{"alg":"HS256"}"#), e.encode(payload))
+        format!(
+            "{}.{}.sig",
+            e.encode(r#"{"alg":"HS256"}"#),
+            e.encode(payload)
+        )
     }
 
     #[test]
@@ -136,8 +155,14 @@ mod tests {
             r#"{{"access_token":"{}","token_type":"Bearer","expires_in":900,"refresh_token":"r","user":{{"id":"u","anonymous":true}}}}"#,
             jwt(r#"{"exp":1000}"#)
         );
-        assert_eq!(Session::from_response(body.as_bytes(), 100).unwrap().expires_at, 1000);
-        let body = r#"{"access_token":"opaque","expires_in":900,"refresh_token":"r","user":{"id":"u"}}"#;
+        assert_eq!(
+            Session::from_response(body.as_bytes(), 100)
+                .unwrap()
+                .expires_at,
+            1000
+        );
+        let body =
+            r#"{"access_token":"opaque","expires_in":900,"refresh_token":"r","user":{"id":"u"}}"#;
         let s = Session::from_response(body.as_bytes(), 100).unwrap();
         assert_eq!((s.expires_at, s.lifetime_s), (1000, 900));
     }

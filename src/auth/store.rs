@@ -76,7 +76,9 @@ impl TokenStore for FileTokenStore {
 }
 
 fn unavailable(e: std::io::Error) -> TokenStoreError {
-    TokenStoreError::Unavailable { message: e.to_string() }
+    TokenStoreError::Unavailable {
+        message: e.to_string(),
+    }
 }
 
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -24,8 +24,12 @@ impl ServerClock {
 
     /// Learns from a `Date` header value (RFC 7231 IMF-fixdate). Bad values are ignored.
     pub fn observe_date(&self, value: &str) {
-        let Ok(t) = httpdate::parse_http_date(value) else { return };
-        let Ok(server) = t.duration_since(UNIX_EPOCH) else { return };
+        let Ok(t) = httpdate::parse_http_date(value) else {
+            return;
+        };
+        let Ok(server) = t.duration_since(UNIX_EPOCH) else {
+            return;
+        };
         // The header is truncated to the second: take the middle of that second.
         let server_ms = server.as_millis() as i64 + 500;
         let offset = server_ms - Self::device_now_ms();
@@ -42,7 +46,9 @@ impl ServerClock {
     }
 
     pub fn offset_ms(&self) -> Option<i64> {
-        self.known.load(Ordering::Acquire).then(|| self.offset_ms.load(Ordering::Acquire))
+        self.known
+            .load(Ordering::Acquire)
+            .then(|| self.offset_ms.load(Ordering::Acquire))
     }
 }
 

@@ -49,8 +49,16 @@ impl Transport {
         let base = config.validate()?;
         let api_root = Url::parse(&format!("{}/api/v1/", base.as_str().trim_end_matches('/')))
             .map_err(|e| Error::Config(format!("base_url: {e}")))?;
-        let mut ua = format!("tether/{} ({})", env!("CARGO_PKG_VERSION"), std::env::consts::OS);
-        if let Some(s) = config.user_agent_suffix.as_deref().filter(|s| !s.trim().is_empty()) {
+        let mut ua = format!(
+            "tether/{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS
+        );
+        if let Some(s) = config
+            .user_agent_suffix
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             ua.push(' ');
             ua.push_str(s.trim());
         }
@@ -65,8 +73,9 @@ impl Transport {
         Ok(Transport {
             client,
             api_root,
-            user_agent: HeaderValue::from_str(&ua)
-                .map_err(|_| Error::Config("user_agent_suffix is not a valid header value".into()))?,
+            user_agent: HeaderValue::from_str(&ua).map_err(|_| {
+                Error::Config("user_agent_suffix is not a valid header value".into())
+            })?,
             client_id: HeaderValue::from_str(config.client_id.trim())
                 .map_err(|_| Error::Config("client_id is not a valid header value".into()))?,
             first_byte: Duration::from_millis(config.timeouts.first_byte_ms),
@@ -83,7 +92,8 @@ impl Transport {
             || p.contains("..")
             || p.contains("://")
             || p.starts_with('/')
-            || p.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\' || c == '#')
+            || p.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '\\' || c == '#')
         {
             return Err(Error::InvalidInput(format!("invalid API path {path:?}")));
         }
@@ -117,7 +127,9 @@ impl Transport {
             b = b.header(reqwest::header::AUTHORIZATION, v);
         }
         if let Some(body) = &req.json_body {
-            b = b.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
+            b = b
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
         }
         let (limit, kind) = bounded(self.first_byte, deadline, TimeoutKind::FirstByte);
         let resp = match tokio::time::timeout(limit, b.send()).await {
@@ -125,7 +137,11 @@ impl Transport {
             Ok(Err(e)) => return Err(classify(&e)),
             Ok(Ok(r)) => r,
         };
-        if let Some(date) = resp.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok()) {
+        if let Some(date) = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+        {
             self.clock.observe_date(date);
         }
         Ok(resp)
@@ -133,7 +149,12 @@ impl Transport {
 
     /// Reads a whole body, refusing (without reading on) one larger than `cap` bytes.
     /// Each chunk must arrive within the idle timeout, all of it before the deadline.
-    pub async fn read_body(&self, mut resp: reqwest::Response, cap: u64, deadline: Instant) -> Result<Vec<u8>> {
+    pub async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        cap: u64,
+        deadline: Instant,
+    ) -> Result<Vec<u8>> {
         if resp.content_length().is_some_and(|n| n > cap) {
             return Err(Error::ResponseTooLarge { limit: cap });
         }
@@ -160,7 +181,10 @@ impl Transport {
     pub async fn error_from(&self, resp: reqwest::Response, deadline: Instant) -> Error {
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = self.read_body(resp, ERROR_BODY_CAP, deadline).await.unwrap_or_default();
+        let body = self
+            .read_body(resp, ERROR_BODY_CAP, deadline)
+            .await
+            .unwrap_or_default();
         Error::Http(Box::new(decode_failure(status, &headers, &body)))
     }
 }
@@ -183,15 +207,24 @@ fn classify(e: &reqwest::Error) -> Error {
         if e.is_timeout() {
             return Error::Timeout(TimeoutKind::Connect);
         }
-        return Error::Network { kind: NetworkFailure::Connect, message };
+        return Error::Network {
+            kind: NetworkFailure::Connect,
+            message,
+        };
     }
     if e.is_timeout() {
         return Error::Timeout(TimeoutKind::FirstByte);
     }
     if e.is_body() || e.is_decode() {
-        return Error::Network { kind: NetworkFailure::Body, message };
+        return Error::Network {
+            kind: NetworkFailure::Body,
+            message,
+        };
     }
-    Error::Network { kind: NetworkFailure::Interrupted, message }
+    Error::Network {
+        kind: NetworkFailure::Interrupted,
+        message,
+    }
 }
 
 pub fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -203,12 +236,19 @@ pub fn request_id(headers: &HeaderMap) -> Option<String> {
 
 /// `Retry-After` as delta-seconds or an HTTP date.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(s) = v.parse::<u64>() {
         return Some(Duration::from_secs(s));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -235,7 +275,9 @@ struct QuotaBody {
 }
 
 pub(crate) fn decode_failure(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> HttpFailure {
-    let parsed = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
+    let parsed = serde_json::from_slice::<ErrorEnvelope>(body)
+        .ok()
+        .map(|e| e.error);
     let default_code = match status.as_u16() {
         400 => "bad_request",
         401 => "invalid_token",
@@ -269,8 +311,12 @@ pub(crate) fn decode_failure(status: StatusCode, headers: &HeaderMap, body: &[u8
     HttpFailure {
         status: status.as_u16(),
         code: code.unwrap_or_else(|| default_code.to_string()),
-        message: message
-            .unwrap_or_else(|| status.canonical_reason().unwrap_or("unexpected status").to_string()),
+        message: message.unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("unexpected status")
+                .to_string()
+        }),
         retry_after: retry_after(headers).or(body_retry.map(Duration::from_secs)),
         plan_required,
         quota,
@@ -298,7 +344,12 @@ mod tests {
 
     #[test]
     fn malformed_error_body_still_types_by_status() {
-        for body in [&b"<html>502</html>"[..], b"{\"error\": 5}", b"", b"{\"error\":{\"code\":"] {
+        for body in [
+            &b"<html>502</html>"[..],
+            b"{\"error\": 5}",
+            b"",
+            b"{\"error\":{\"code\":",
+        ] {
             let f = decode_failure(StatusCode::BAD_GATEWAY, &HeaderMap::new(), body);
             assert_eq!((f.status, f.code.as_str()), (502, "internal"));
             assert!(f.is_transient());

@@ -6,16 +6,26 @@
 use std::sync::{Arc, Mutex};
 
 use tether::{
-    AuthListener, AuthState, ClientConfig, InMemoryTokenStore, LogLevel, Logger, RetryPolicy, TetherClient, Timeouts,
-    TokenStore, TokenStoreError,
+    AuthListener, AuthState, ClientConfig, InMemoryTokenStore, LogLevel, Logger, RetryPolicy,
+    TetherClient, Timeouts, TokenStore, TokenStoreError,
 };
 
 pub use tether_test_server::{Fault, TestServer};
 
 pub fn config(url: &str, dir: &tempfile::TempDir) -> ClientConfig {
     let mut c = ClientConfig::new(url, "test-app", dir.path().to_str().unwrap());
-    c.timeouts = Timeouts { connect_ms: 2_000, first_byte_ms: 5_000, idle_ms: 5_000, total_ms: 20_000 };
-    c.retry = RetryPolicy { max_attempts: 4, base_delay_ms: 10, max_delay_ms: 100, max_retry_after_s: 5 };
+    c.timeouts = Timeouts {
+        connect_ms: 2_000,
+        first_byte_ms: 5_000,
+        idle_ms: 5_000,
+        total_ms: 20_000,
+    };
+    c.retry = RetryPolicy {
+        max_attempts: 4,
+        base_delay_ms: 10,
+        max_delay_ms: 100,
+        max_retry_after_s: 5,
+    };
     c
 }
 
@@ -74,7 +84,9 @@ impl SharedStore {
     }
     fn check(&self) -> Result<(), TokenStoreError> {
         if *self.locked.lock().unwrap() {
-            Err(TokenStoreError::Unavailable { message: "keychain locked".into() })
+            Err(TokenStoreError::Unavailable {
+                message: "keychain locked".into(),
+            })
         } else {
             Ok(())
         }
@@ -108,7 +120,12 @@ impl Logger for LogCollector {
 
 impl LogCollector {
     pub fn text(&self) -> String {
-        self.0.lock().unwrap().iter().map(|(l, t, m)| format!("{l:?} {t} {m}\n")).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(l, t, m)| format!("{l:?} {t} {m}\n"))
+            .collect()
     }
 }
 
@@ -149,7 +166,12 @@ impl Recorder {
 }
 
 pub fn quota_request() -> tether::ApiRequest {
-    tether::ApiRequest { method: tether::HttpMethod::Get, path: "quota".into(), json_body: None, authenticated: true }
+    tether::ApiRequest {
+        method: tether::HttpMethod::Get,
+        path: "quota".into(),
+        json_body: None,
+        authenticated: true,
+    }
 }
 
 pub fn job_request() -> tether::ApiRequest {
