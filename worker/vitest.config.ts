@@ -1,6 +1,5 @@
 import { defineConfig } from "vitest/config";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
-import { randomBytes } from "node:crypto";
 import { fallbackStandin } from "./test/fallback-standin";
 
 // Tests run inside workerd with the local configuration (stand-ins on).
@@ -14,7 +13,7 @@ export default defineConfig({
       miniflare: {
         bindings: {
           TEST_MIGRATIONS: migrations,
-          JWT_SECRET: randomBytes(32).toString("hex"),
+          JWT_SECRET: [...crypto.getRandomValues(new Uint8Array(32))].map((b) => b.toString(16).padStart(2, "0")).join(""),
           FALLBACK_URL: "http://fallback.test/v1",
           FALLBACK_API_KEY: "test-fallback-key",
           STANDIN_CHAT_DELAY_MS: "5",

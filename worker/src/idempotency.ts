@@ -101,7 +101,8 @@ export async function runMetered(
     try {
       return await work();
     } catch (e) {
-      await stub.abort(key, fp);
+      // Uncharged: refund, and let the error carry the refunded quota.
+      rc.quota = await stub.abort(key, fp, limits, Date.now());
       throw e;
     }
   })();
@@ -127,7 +128,7 @@ export async function runMetered(
     if (/(^|\n)data: \[DONE\]\r?\n\r?\n?$/.test(text) && !/(^|\n)event: error\r?\n/.test(text)) {
       await stub.complete(key, fp, { status: 200, contentType, headers, body: text });
     } else {
-      await stub.abort(key, fp);
+      await stub.abort(key, fp, limits, Date.now());
     }
   })();
   rc.exec.waitUntil(record);

@@ -40,16 +40,17 @@ function png(b: Uint8Array): ImageInfo | null {
 }
 
 function webp(b: Uint8Array): ImageInfo | null {
-  if (b.length < 30) return null;
+  if (b.length < 25) return null;
   const chunk = ascii(b, 12, 4);
-  if (chunk === "VP8 ") {
-    if (b[23] !== 0x9d || b[24] !== 0x01 || b[25] !== 0x2a) return null;
-    return { format: "webp", width: u16le(b, 26) & 0x3fff, height: u16le(b, 28) & 0x3fff };
-  }
   if (chunk === "VP8L") {
     if (b[20] !== 0x2f) return null;
     const bits = b[21]! | (b[22]! << 8) | (b[23]! << 16) | (b[24]! << 24);
     return { format: "webp", width: (bits & 0x3fff) + 1, height: ((bits >>> 14) & 0x3fff) + 1 };
+  }
+  if (b.length < 30) return null;
+  if (chunk === "VP8 ") {
+    if (b[23] !== 0x9d || b[24] !== 0x01 || b[25] !== 0x2a) return null;
+    return { format: "webp", width: u16le(b, 26) & 0x3fff, height: u16le(b, 28) & 0x3fff };
   }
   if (chunk === "VP8X") return { format: "webp", width: u24le(b, 24) + 1, height: u24le(b, 27) + 1 };
   return null;

@@ -174,14 +174,16 @@ export class UserState extends DurableObject<Env> {
   }
 
   /** The work failed without being delivered: refund the charge and forget the key, so a retry runs afresh. */
-  abort(key: string, fp: string): void {
+  abort(key: string, fp: string, limits: Limits, nowMs: number): QuotaSnapshot {
+    const snap = () => this.snapshot(limits, Math.floor(nowMs / 1000));
     const recKey = `idem:${key}`;
     const rec = this.kv.get<IdemRecord>(recKey);
-    if (!rec || rec.fp !== fp || rec.state !== "running") return;
+    if (!rec || rec.fp !== fp || rec.state !== "running") return snap();
     const q = this.kv.get<{ windowStart: number; used: number }>("quota");
     if (q && q.windowStart === rec.chargedWindow && q.used > 0) this.kv.put("quota", { windowStart: q.windowStart, used: q.used - 1 });
     this.kv.delete(recKey);
     this.wake(key);
+    return snap();
   }
 
   /** Resolves when the running request for `key` finishes or aborts, or after timeoutMs. */
