@@ -76,7 +76,7 @@ impl TetherClient {
     /// example `http://` for a non-loopback host, a relative URL or a zero timeout) and
     /// with `Storage` if `data_dir` cannot be created. Does no network I/O; call
     /// `restore_session()` next to load the saved session.
-    #[uniffi::constructor]
+    #[uniffi::constructor(default(logger = None))]
     pub fn new(
         config: ClientConfig,
         token_store: Arc<dyn TokenStore>,
@@ -128,6 +128,7 @@ impl TetherClient {
 
     /// Creates an anonymous user on the backend and signs in as it (replacing any
     /// current session). `device_id`, if given, is passed to the backend.
+    #[uniffi::method(default(device_id = None, cancel = None))]
     pub async fn sign_in_anonymously(
         &self,
         device_id: Option<String>,
@@ -164,6 +165,7 @@ impl TetherClient {
 
     /// A fresh access token for the app's own calls to its backend (refreshed first if it
     /// is about to expire). `SignedOut` if there is no session.
+    #[uniffi::method(default(cancel = None))]
     pub async fn access_token(
         &self,
         cancel: Option<Arc<CancelHandle>>,
@@ -185,6 +187,7 @@ impl TetherClient {
 
     /// Sends a request through the full pipeline (auth, idempotency key, retries, error
     /// mapping, quota headers) to an endpoint Tether has no typed method for.
+    #[uniffi::method(default(cancel = None))]
     pub async fn send(
         &self,
         request: ApiRequest,
