@@ -94,28 +94,29 @@ export async function runMetered(
   }
   rc.idempotency ??= "new";
 
-  let result: WorkResult;
-  // Charged work runs under waitUntil: if the client disconnects, the result
-  // is still produced and stored, and the client's retry gets it.
-  const settled = (async () => {
+  // Charged work runs under waitUntil, and a JSON result is stored inside
+  // that same promise: if the client disconnects, the result is still
+  // produced and stored, and the client's retry gets it.
+  const settled = (async (): Promise<{ result: WorkResult; stored?: StoredResponse }> => {
+    let result: WorkResult;
     try {
-      return await work();
+      result = await work();
     } catch (e) {
       // Uncharged: refund, and let the error carry the refunded quota.
       rc.quota = await stub.abort(key, fp, limits, Date.now());
       throw e;
     }
+    if (result.kind !== "body") return { result };
+    const stored = { ...result.response, headers: { ...result.response.headers, "X-Provider": result.provider } };
+    await stub.complete(key, fp, stored);
+    return { result, stored };
   })();
   rc.exec.waitUntil(settled.then(() => undefined, () => undefined));
-  result = await settled;
+  const { result, stored } = await settled;
   rc.provider = result.provider;
 
   if (result.kind === "body") {
-    const stored = { ...result.response, headers: { ...result.response.headers, "X-Provider": result.provider } };
-    const storing = stub.complete(key, fp, stored);
-    rc.exec.waitUntil(storing);
-    await storing;
-    return new Response(stored.body, { status: stored.status, headers: { "Content-Type": stored.contentType, ...stored.headers } });
+    return new Response(stored!.body, { status: stored!.status, headers: { "Content-Type": stored!.contentType, ...stored!.headers } });
   }
 
   // Streams: one branch goes to the client, the other is recorded and
