@@ -41,7 +41,9 @@
 //
 // Environment knobs: BENCH_ROUNDS (5), BENCH_QUOTA_REQS (1000 per round),
 // BENCH_DETECT_REQS (200 per round), BENCH_CONCURRENCY (50), BENCH_WORKER_PORT (18787),
-// BENCH_BARE_PORT (18788), BENCH_DEADLINE_S (600, whole bench), BENCH_JPEG (use this file).
+// BENCH_BARE_PORT (18788), BENCH_DEADLINE_S (600, whole bench), BENCH_JPEG (use this file),
+// BENCH_PER_USER_MAX (40; raise it only together with the Worker's limits, which
+// start-local.sh takes from RATE_LIMIT_PER_MINUTE / QUOTA_LIMIT_FREE in the environment).
 
 import { spawn, execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -64,7 +66,7 @@ const CONC = int("BENCH_CONCURRENCY", 50);
 const WORKER_PORT = int("BENCH_WORKER_PORT", 18787);
 const BARE_PORT = int("BENCH_BARE_PORT", 18788);
 const DEADLINE_MS = int("BENCH_DEADLINE_S", 600) * 1000;
-const PER_USER_MAX = 40;
+const PER_USER_MAX = int("BENCH_PER_USER_MAX", 40);
 const CLIENT_ID = "com.tether.bench";
 const HOST = "127.0.0.1";
 const T0 = Date.now();
@@ -327,7 +329,8 @@ async function main() {
   log(`JPEG: ${jpeg.length} bytes (SOI ${jpeg[0].toString(16)}${jpeg[1].toString(16)})`);
   const form = multipart(jpeg);
 
-  const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" };
+  // Same wrangler settings for both Workers (start-local.sh uses these defaults too).
+  const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", NO_UPDATE_NOTIFIER: "1", WRANGLER_LOG: process.env.WRANGLER_LOG || "log" };
   const main = startProcess("worker", "bash", [path.join(WORKER_DIR, "scripts", "start-local.sh"), String(WORKER_PORT)], { cwd: ROOT, env });
   await waitReady(WORKER_PORT, main, "Worker", 300000);
 
@@ -338,8 +341,8 @@ async function main() {
     { cwd: path.join(WORKER_DIR, "bench", "bare"), env });
   await waitReady(BARE_PORT, bare, "bare Worker", 120000);
 
-  const wMain = findWorkerd(main.child.pid, WORKER_PORT);
-  const wBare = findWorkerd(bare.child.pid, BARE_PORT);
+  let wMain = findWorkerd(main.child.pid, WORKER_PORT);
+  let wBare = findWorkerd(bare.child.pid, BARE_PORT);
   log(`workerd runtime pids: Worker ${wMain.runtime} (proxy ${wMain.proxy}), bare ${wBare.runtime} (proxy ${wBare.proxy})`);
 
   // Users: each makes at most PER_USER_MAX requests of a kind over the whole bench.
@@ -367,17 +370,31 @@ async function main() {
   };
 
   // One measured round: CPU of the runtime (and proxy) workerd per request, and latencies.
-  async function round(n, pids, makeReq) {
-    await sleep(200); // let the previous round's tail settle
-    const c0 = cpuMs(pids.runtime);
-    const p0 = cpuMs(pids.proxy);
-    const t0 = Date.now();
-    const lat = await pool(n, CONC, makeReq);
-    const wall = Date.now() - t0;
-    const cpu = (cpuMs(pids.runtime) - c0) / n;
-    const proxyCpu = (cpuMs(pids.proxy) - p0) / n;
-    checkDeadline();
-    return { cpu, proxyCpu, wall, lat };
+  // If wrangler restarted its runtime during the round (it reloads when the Worker's source
+  // files change), the figure is void: find the new workerd and run the round again (twice
+  // at most).
+  async function round(n, which, makeReq) {
+    for (let attempt = 0; ; attempt++) {
+      const pids = which === "bare" ? wBare : wMain;
+      await sleep(200); // let the previous round's tail settle
+      try {
+        const c0 = cpuMs(pids.runtime);
+        const p0 = cpuMs(pids.proxy);
+        const t0 = Date.now();
+        const lat = await pool(n, CONC, makeReq);
+        const wall = Date.now() - t0;
+        const cpu = (cpuMs(pids.runtime) - c0) / n;
+        const proxyCpu = (cpuMs(pids.proxy) - p0) / n;
+        checkDeadline();
+        return { cpu, proxyCpu, wall, lat };
+      } catch (e) {
+        if (e.code !== "ENOENT" || attempt >= 2) throw e;
+        log(`the ${which} workerd went away during a round (wrangler reload?); finding it again and repeating the round`);
+        await sleep(3000);
+        if (which === "bare") wBare = findWorkerd(bare.child.pid, BARE_PORT);
+        else wMain = findWorkerd(main.child.pid, WORKER_PORT);
+      }
+    }
   }
 
   const bareCpu = [];
@@ -389,9 +406,9 @@ async function main() {
   for (let r = 0; r <= ROUNDS; r++) {
     const warm = r === 0;
     const tag = warm ? "warm-up" : `round ${r}/${ROUNDS}`;
-    const b = await round(QUOTA_REQS, wBare, bareReq);
-    const q = await round(QUOTA_REQS, wMain, quotaReq);
-    const d = await round(DETECT_REQS, wMain, detectReq);
+    const b = await round(QUOTA_REQS, "bare", bareReq);
+    const q = await round(QUOTA_REQS, "worker", quotaReq);
+    const d = await round(DETECT_REQS, "worker", detectReq);
     const dp50 = percentile(d.lat, 50);
     const dp99 = percentile(d.lat, 99);
     log(`${tag}: bare ${fmt(b.cpu)} ms cpu/req (${b.wall} ms wall), quota ${fmt(q.cpu)} ms cpu/req (${q.wall} ms wall, p50 ${fmt(percentile(q.lat, 50), 2)} ms), ` +
