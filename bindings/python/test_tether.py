@@ -1,0 +1,192 @@
+"""Scenario test of the generated Python bindings against the real cdylib and a real
+server (the `tether serve` contract server) over loopback. Follows tests/scenario.md.
+
+Run through bindings/python/run.sh, which generates the bindings and builds the server.
+Prints `N passed, M failed` last and exits 1 on any failure.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "tether"))
+import tether  # noqa: E402  (the generated module, next to libtether.so)
+
+passed, failed = 0, 0
+
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+
+
+class DictStore(tether.TokenStore):
+    def __init__(self, locked=False):
+        self.value, self.locked, self.clears = None, locked, 0
+
+    def load(self):
+        if self.locked:
+            raise tether.TokenStoreError.Unavailable("keychain locked")
+        return self.value
+
+    def save(self, value):
+        self.value = value
+
+    def clear(self):
+        self.clears += 1
+        self.value = None
+
+
+class Lines(tether.Logger):
+    def __init__(self):
+        self.lines = []
+        self.lock = threading.Lock()
+
+    def log(self, level, target, message):
+        with self.lock:
+            self.lines.append(f"{level} {target} {message}")
+
+
+class Events(tether.AuthListener):
+    def __init__(self):
+        self.events = []
+
+    def on_state_changed(self, state):
+        self.events.append(("state", state))
+
+    def on_session_refreshed(self, user_id):
+        self.events.append(("refreshed", user_id))
+
+
+def admin(url, cmd, body=None):
+    req = urllib.request.Request(f"{url}/__admin/{cmd}", data=json.dumps(body or {}).encode(), method="POST")
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
+def quota():
+    return tether.ApiRequest(method=tether.HttpMethod.GET, path="quota", json_body=None, authenticated=True)
+
+
+def job():
+    body = json.dumps({"kind": "transcribe", "input": {"media": "m"}})
+    return tether.ApiRequest(method=tether.HttpMethod.POST, path="jobs", json_body=body, authenticated=True)
+
+
+async def wait_until(pred, tries=200):
+    for _ in range(tries):
+        if pred():
+            return True
+        await asyncio.sleep(0.01)
+    return pred()
+
+
+async def scenario(url, data_dir):
+    try:
+        tether.TetherClient(tether.ClientConfig(base_url="http://example.com", client_id="py", data_dir=data_dir), DictStore())
+        check("config: plain http to a public host is refused", False)
+    except tether.TetherError.Config:
+        check("config: plain http to a public host is refused", True)
+
+    store, logs, events = DictStore(), Lines(), Events()
+    cfg = tether.ClientConfig(base_url=url, client_id="py-app", data_dir=data_dir)
+    client = tether.TetherClient(cfg, store, logs)
+    sub = client.add_auth_listener(events)
+    check("state starts Unknown", client.auth_state().is_unknown(), repr(client.auth_state()))
+    state = await client.restore_session()
+    check("restore with an empty store -> SignedOut", isinstance(state, tether.AuthState.SIGNED_OUT), repr(state))
+
+    user = await client.sign_in_anonymously()
+    check("anonymous sign-in", user.anonymous and user.id.startswith("u_"), repr(user))
+    check("the session was saved to the Python token store", store.value is not None and user.id in store.value)
+    ok = await wait_until(lambda: any(e[0] == "state" and isinstance(e[1], tether.AuthState.SIGNED_IN) for e in events.events))
+    check("the listener saw SignedIn", ok, repr(events.events))
+
+    r = await client.send(quota())
+    check("GET quota through the pipeline", r.status == 200 and json.loads(r.body)["plan"] == "free", r.body)
+    q = client.last_quota()
+    check("quota headers observed", q is not None and q.limit == 50, repr(q))
+
+    token = await client.access_token()
+    admin(url, "expire-tokens")
+    results = await asyncio.gather(*[client.send(quota()) for _ in range(10)])
+    check("10 concurrent calls after the token was rejected all succeed", all(x.status == 200 for x in results))
+    n = admin(url, "count", {"path": "/api/v1/auth/refresh"})["count"]
+    check("...with exactly one refresh", n == 1, f"refreshes={n}")
+    ok = await wait_until(lambda: any(e[0] == "refreshed" for e in events.events))
+    check("the listener was told of the rotation", ok)
+
+    admin(url, "fault", {"path": "/api/v1/jobs", "status": 503, "retry_after": 0})
+    r = await client.send(job())
+    check("a 503 is retried transparently", r.status == 202, r.body)
+
+    admin(url, "quota-limit", {"limit": 1})
+    try:
+        await client.send(job())
+        check("402 -> PlanRequired", False, "no error")
+    except tether.TetherError.PlanRequired as e:
+        check("402 -> PlanRequired", e.plan_required == "pro", repr(e))
+
+    cancel = tether.CancelHandle()
+    admin(url, "fault", {"path": "/api/v1/quota", "kind": "delay", "ms": 5000})
+    task = asyncio.ensure_future(client.send(quota(), cancel))
+    await asyncio.sleep(0.1)
+    cancel.cancel()
+    try:
+        await task
+        check("CancelHandle cancels a call", False)
+    except tether.TetherError.Cancelled:
+        check("CancelHandle cancels a call", True)
+
+    text = "\n".join(logs.lines)
+    check("the Python logger received Tether's logs", "tether::" in text and len(logs.lines) > 3)
+    check("no token in the logs", token[-16:] not in text)
+    check("no token in repr of state or errors", token[-16:] not in repr(client.auth_state()) + repr(events.events))
+
+    await client.sign_out()
+    check("sign out", isinstance(client.auth_state(), tether.AuthState.SIGNED_OUT) and store.value is None)
+    try:
+        await client.send(quota())
+        check("a call after sign-out -> SignedOut", False)
+    except tether.TetherError.SignedOut:
+        check("a call after sign-out -> SignedOut", True)
+    sub.cancel()
+
+    locked = DictStore(locked=True)
+    c2 = tether.TetherClient(cfg, locked)
+    try:
+        await c2.restore_session()
+        check("a locked keychain -> Storage error", False)
+    except tether.TetherError.Storage:
+        check("a locked keychain -> Storage error", True)
+    check("...and the state stays Unknown (not signed out)", isinstance(c2.auth_state(), tether.AuthState.UNKNOWN) and locked.clears == 0)
+
+
+def main():
+    server_bin = sys.argv[1]
+    server = subprocess.Popen([server_bin, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline().strip()
+        url = line.split()[-1]
+        with tempfile.TemporaryDirectory() as d:
+            asyncio.run(scenario(url, d))
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed or passed == 0 else 0)
+
+
+if __name__ == "__main__":
+    main()
