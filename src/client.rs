@@ -1,6 +1,7 @@
 //! The facade: [`TetherClient`], the one object an app holds for its lifetime. Each
 //! method is a short delegation to the floors below, run on the library's runtime.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +15,11 @@ use crate::error::{Error, TetherError};
 use crate::logging::{self, Logger};
 use crate::quota::{LatestQuota, Quota};
 use crate::runtime::{run, CancelHandle};
+use crate::store::Store;
 use crate::subscription::Subscription;
 use crate::transport::Transport;
+
+const CLOCK_OFFSET_KEY: &str = "server_clock_offset_ms";
 
 /// HTTP methods for [`TetherClient::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -85,6 +89,18 @@ impl TetherClient {
         let transport = Arc::new(Transport::new(&config)?);
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::Storage(format!("data_dir {:?}: {e}", config.data_dir)))?;
+        let store = Arc::new(Store::open(Path::new(&config.data_dir))?);
+        if let Some(offset) = store.get(CLOCK_OFFSET_KEY)?.and_then(|v| v.parse().ok()) {
+            transport.clock.seed(offset);
+        }
+        let st = store.clone();
+        transport.on_clock_change(move |offset| {
+            let st = st.clone();
+            // Off the async workers; a failed write only costs the hint on next launch.
+            drop(tokio::task::spawn_blocking(move || {
+                st.set(CLOCK_OFFSET_KEY, &offset.to_string())
+            }));
+        });
         let auth = Arc::new(Auth::new(
             transport.clone(),
             token_store,

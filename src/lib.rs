@@ -12,6 +12,7 @@ mod error;
 mod logging;
 mod quota;
 mod runtime;
+mod store;
 mod subscription;
 mod transport;
 

@@ -414,3 +414,26 @@ where
     }
     out
 }
+
+#[tokio::test]
+async fn the_server_clock_offset_survives_a_relaunch() {
+    let env = Env::new().await;
+    env.server.set_clock_offset(600);
+    env.server.set_token_ttl(3);
+    let c = env.signed_in().await;
+    assert!(c.server_clock_offset_ms().unwrap() > 598_000);
+    // Give the blocking write a moment (it is fire-and-forget by design).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    // Next launch, same data_dir: the offset is known before any response arrives, so
+    // a token that expired by the server's clock is refreshed, never presented.
+    let c2 = env.client();
+    let offset = c2.server_clock_offset_ms().expect("offset remembered");
+    assert!((598_000..=602_000).contains(&offset), "{offset}");
+    c2.restore_session().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    c2.send(quota_request(), None).await.unwrap();
+    assert_eq!(env.server.expired_token_uses(), 0);
+    assert_eq!(env.server.count("/api/v1/auth/refresh"), 1);
+    assert!(env.dir.path().join("tether.sqlite3").exists());
+}

@@ -438,3 +438,26 @@ async fn invalid_config_and_input_are_typed_errors() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_truncated_body_is_retried_and_then_reported() {
+    let env = Env::new().await;
+    let c = env.signed_in().await;
+    env.server.fault("/api/v1/jobs", Fault::TruncatedBody);
+    let r = c.send(job_request(), None).await.unwrap();
+    assert_eq!(r.status, 202);
+    let keys: Vec<_> = env
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/jobs")
+        .map(|r| r.idempotency_key)
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], keys[1]);
+    for _ in 0..4 {
+        env.server.fault("/api/v1/quota", Fault::TruncatedBody);
+    }
+    let err = c.send(quota_request(), None).await.unwrap_err();
+    assert!(matches!(err, TetherError::Network { .. }), "{err:?}");
+}

@@ -22,14 +22,18 @@ impl ServerClock {
             .unwrap_or(0)
     }
 
+    /// Starts from an offset remembered from an earlier run (replaced by the first `Date`
+    /// that disagrees with it).
+    pub fn seed(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::Release);
+        self.known.store(true, Ordering::Release);
+    }
+
     /// Learns from a `Date` header value (RFC 7231 IMF-fixdate). Bad values are ignored.
-    pub fn observe_date(&self, value: &str) {
-        let Ok(t) = httpdate::parse_http_date(value) else {
-            return;
-        };
-        let Ok(server) = t.duration_since(UNIX_EPOCH) else {
-            return;
-        };
+    /// Returns the new offset when it changed.
+    pub fn observe_date(&self, value: &str) -> Option<i64> {
+        let t = httpdate::parse_http_date(value).ok()?;
+        let server = t.duration_since(UNIX_EPOCH).ok()?;
         // The header is truncated to the second: take the middle of that second.
         let server_ms = server.as_millis() as i64 + 500;
         let offset = server_ms - Self::device_now_ms();
@@ -37,7 +41,9 @@ impl ServerClock {
         if !known || (offset - self.offset_ms.load(Ordering::Acquire)).abs() > JITTER_MS {
             self.offset_ms.store(offset, Ordering::Release);
             self.known.store(true, Ordering::Release);
+            return Some(offset);
         }
+        None
     }
 
     /// The server's time now, in Unix seconds (the device's if no `Date` was seen yet).

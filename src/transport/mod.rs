@@ -42,6 +42,8 @@ pub struct Transport {
     first_byte: Duration,
     idle: Duration,
     pub clock: ServerClock,
+    /// Told of each change of the server-clock offset (the facade persists it).
+    on_clock_change: std::sync::OnceLock<Box<dyn Fn(i64) + Send + Sync>>,
 }
 
 impl Transport {
@@ -81,7 +83,12 @@ impl Transport {
             first_byte: Duration::from_millis(config.timeouts.first_byte_ms),
             idle: Duration::from_millis(config.timeouts.idle_ms),
             clock: ServerClock::default(),
+            on_clock_change: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn on_clock_change(&self, hook: impl Fn(i64) + Send + Sync + 'static) {
+        let _ = self.on_clock_change.set(Box::new(hook));
     }
 
     /// Resolves a path under `/api/v1/`. Absolute URLs, `..` and empty paths are refused,
@@ -142,7 +149,11 @@ impl Transport {
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
         {
-            self.clock.observe_date(date);
+            if let (Some(offset), Some(hook)) =
+                (self.clock.observe_date(date), self.on_clock_change.get())
+            {
+                hook(offset);
+            }
         }
         Ok(resp)
     }

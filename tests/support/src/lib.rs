@@ -62,6 +62,8 @@ pub enum Fault {
     StallBody(Duration),
     /// Answer normally but without a `Date` header.
     NoDate,
+    /// Promise a body (Content-Length) and break off half-way.
+    TruncatedBody,
 }
 
 /// One request the server saw.
@@ -371,6 +373,18 @@ async fn handle(
             *r.status_mut() = StatusCode::from_u16(status).unwrap();
             r.headers_mut()
                 .insert("content-type", HeaderValue::from_static(content_type));
+            r
+        }
+        Some(Fault::TruncatedBody) => {
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from_static(b"{\"plan\":\"fr")).await;
+            });
+            let mut r = Response::new(ChannelBody(rx).boxed());
+            r.headers_mut()
+                .insert("content-length", HeaderValue::from(200u64));
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
             r
         }
         Some(Fault::StallBody(d)) => {
