@@ -36,6 +36,7 @@ export async function detect(
   image: { bytes: Uint8Array; type: string },
   options: DetectOptions,
   requestId: string,
+  keepAlive: (p: Promise<unknown>) => void,
 ): Promise<{ result: DetectResult; provider: "container" | "standin" }> {
   const { stub, provider } = backend(env, tenant);
   const call = stub.fetch("http://detect/detect", {
@@ -43,6 +44,9 @@ export async function detect(
     headers: { "Content-Type": image.type, "X-Request-ID": requestId, "X-Detect-Options": JSON.stringify(options) },
     body: image.bytes,
   });
+  // If we stop waiting, the call (and with it the container's boot) goes on
+  // in the background, so the client's retry finds the container warm.
+  keepAlive(call.catch(() => undefined));
   let res: Response;
   try {
     res = await withDeadline(call, config.detectDeadlineMs(env));

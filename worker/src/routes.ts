@@ -129,7 +129,7 @@ async function postDetect(req: Request, env: Env, rc: RequestContext): Promise<R
   const body = await readMultipart(req, "detect");
   const options = parseDetectOptions(body.fields.get("options"));
   return runMetered(env, rc, limitsFor(env, rc.tenant!), key, body.fingerprint, async () => {
-    const { result, provider } = await detect(env, rc.tenant!, body.image, options, rc.requestId);
+    const { result, provider } = await detect(env, rc.tenant!, body.image, options, rc.requestId, (p) => rc.exec.waitUntil(p));
     const out = { objects: result.objects, model: result.model, image: result.image };
     return { kind: "body", provider, response: { status: 200, contentType: "application/json", headers: {}, body: JSON.stringify(out) } };
   });

@@ -8,17 +8,19 @@
 //   "standin:fail"  -> the model call throws        (exercises fallback)
 //   "standin:empty" -> the model returns no text    (exercises fallback)
 //   "standin:slow"  -> the model stalls past the deadline (exercises 408)
+//   "standin:break" -> the stream breaks after a few words (exercises event: error)
 import type { ChatEvent } from "../sse";
 import type { ImageInfo } from "../imageinfo";
 import { encodePng } from "../png";
 import { sleep } from "../util";
 
-export type Trigger = "fail" | "empty" | "slow" | null;
+export type Trigger = "fail" | "empty" | "slow" | "break" | null;
 
 export function triggerIn(text: string): Trigger {
   if (text.includes("standin:fail")) return "fail";
   if (text.includes("standin:empty")) return "empty";
   if (text.includes("standin:slow")) return "slow";
+  if (text.includes("standin:break")) return "break";
   return null;
 }
 
@@ -46,8 +48,9 @@ export async function* standinChat(messages: ChatMessage[], delayMs: number, sta
   if (trigger === "empty") return;
   const reply = standinReply(messages);
   const pieces = reply.match(/\S+\s*/g) ?? [];
-  for (const piece of pieces) {
+  for (const [i, piece] of pieces.entries()) {
     if (delayMs > 0) await sleep(delayMs);
+    if (trigger === "break" && i === 3) throw new Error("stand-in stream broke (standin:break)");
     yield { response: piece };
   }
   const promptTokens = all.split(/\s+/).filter(Boolean).length;
