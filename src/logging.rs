@@ -47,7 +47,12 @@ impl<S: Subscriber> Layer<S> for Bridge {
         };
         let mut v = Fields::default();
         event.record(&mut v);
-        self.0.log(level, meta.target().to_string(), v.0);
+        // A logger that throws (an exception surfacing as a panic here) must not break
+        // the call that happened to log.
+        let logger = &self.0;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            logger.log(level, meta.target().to_string(), v.0)
+        }));
     }
 }
 

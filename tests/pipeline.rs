@@ -461,3 +461,33 @@ async fn a_truncated_body_is_retried_and_then_reported() {
     let err = c.send(quota_request(), None).await.unwrap_err();
     assert!(matches!(err, TetherError::Network { .. }), "{err:?}");
 }
+
+struct PanickingLogger;
+
+impl tether::Logger for PanickingLogger {
+    fn log(&self, _: tether::LogLevel, _: String, _: String) {
+        panic!("a logger that throws");
+    }
+}
+
+#[tokio::test]
+async fn a_throwing_logger_does_not_break_calls() {
+    let env = Env::new().await;
+    let c = TetherClient::new(
+        env.config(),
+        env.store.clone(),
+        Some(std::sync::Arc::new(PanickingLogger)),
+    )
+    .unwrap();
+    c.restore_session().await.unwrap();
+    c.sign_in_anonymously(None, None).await.unwrap();
+    env.server.fault(
+        "/api/v1/quota",
+        Fault::Status {
+            status: 503,
+            code: "unavailable",
+            retry_after: Some(0),
+        },
+    );
+    assert_eq!(c.send(quota_request(), None).await.unwrap().status, 200);
+}
