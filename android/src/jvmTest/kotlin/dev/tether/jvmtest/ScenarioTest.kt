@@ -1,0 +1,379 @@
+/*
+ * Tether binding scenario, Kotlin on a plain JVM (run by android/run-jvm-tests.sh).
+ *
+ * The generated Kotlin bindings (dev.tether) load the real libtether.so through JNA and
+ * talk to the contract server `tether serve`, which this program starts itself and
+ * scripts through its /__admin endpoints. Every step asserts something that could fail:
+ *
+ *   1. an http:// URL for a non-loopback host is rejected with TetherException.Config
+ *   2. restoreSession() on an empty Kotlin TokenStore -> SignedOut
+ *   3. a Kotlin AuthListener first hears the current state (SignedOut)
+ *   4. signInAnonymously() saves the session into the Kotlin TokenStore; the listener
+ *      hears SignedIn for that user
+ *   5. send(GET quota) -> 200 with a JSON body naming the plan; lastQuota() is filled in
+ *   6. all access tokens expired on the server, then 10 concurrent `async { send }` in
+ *      runBlocking -> all 200 and exactly one POST /auth/refresh (single-flight); the
+ *      listener hears onSessionRefreshed; accessToken() is a new token
+ *   7. a second client on the same TokenStore restores the session (next app launch)
+ *   8. quota limit 1: one job is accepted, the next is 402 -> TetherException.PlanRequired
+ *      with planRequired "pro"
+ *   9. a CancelHandle cancels a call the server holds for 2 s -> TetherException.Cancelled,
+ *      quickly; cancelling the coroutine (withTimeoutOrNull) around a held call also
+ *      returns quickly, and the client still works afterwards
+ *  10. the Kotlin Logger received log lines, none containing the access or refresh token
+ *  11. signOut() -> SignedOut, the TokenStore is cleared, the listener hears SignedOut;
+ *      a call afterwards -> TetherException.SignedOut
+ *  12. a TokenStore whose load() throws -> restoreSession() fails with
+ *      TetherException.Storage and authState() stays Unknown
+ *
+ * It is a `main` program (no JUnit/Gradle here). The last line is `N passed, M failed`;
+ * the exit code is 1 if anything failed.
+ *
+ *   java -Djna.library.path=target/debug -cp ... dev.tether.jvmtest.ScenarioTestKt <path to tether binary>
+ */
+package dev.tether.jvmtest
+
+import dev.tether.ApiRequest
+import dev.tether.AuthListener
+import dev.tether.AuthState
+import dev.tether.CancelHandle
+import dev.tether.ClientConfig
+import dev.tether.HttpMethod
+import dev.tether.LogLevel
+import dev.tether.Logger
+import dev.tether.RetryPolicy
+import dev.tether.TetherClient
+import dev.tether.TetherException
+import dev.tether.TokenStore
+import dev.tether.TokenStoreException
+import dev.tether.tetherVersion
+import java.io.BufferedReader
+import java.io.InputStreamReader
+import java.net.URI
+import java.net.http.HttpClient
+import java.net.http.HttpRequest
+import java.net.http.HttpResponse
+import java.nio.file.Files
+import java.util.Collections
+import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.TimeUnit
+import kotlin.system.exitProcess
+import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.async
+import kotlinx.coroutines.awaitAll
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeoutOrNull
+
+// ---------------------------------------------------------------------------------------
+// Tiny test harness
+
+private var passed = 0
+private var failed = 0
+
+private fun expect(name: String, ok: Boolean, detail: () -> String = { "" }) {
+    if (ok) {
+        passed++
+        println("ok    $name")
+    } else {
+        failed++
+        println("FAIL  $name ${detail()}")
+    }
+}
+
+/** Runs a step; an unexpected exception fails it (and the scenario goes on). */
+private fun step(name: String, body: suspend CoroutineScope.() -> Unit) {
+    try {
+        runBlocking(block = body)
+    } catch (e: Throwable) {
+        failed++
+        println("FAIL  $name: unexpected ${e::class.qualifiedName}: ${e.message}")
+    }
+}
+
+/** The exception `block` throws, or null if it returned. */
+private suspend fun thrown(block: suspend () -> Unit): Throwable? =
+    try {
+        block()
+        null
+    } catch (e: Throwable) {
+        e
+    }
+
+/** Polls `cond` for up to `ms` (listener calls arrive on a Tether thread). */
+private suspend fun eventually(ms: Long = 5000, cond: () -> Boolean): Boolean {
+    val end = System.nanoTime() + ms * 1_000_000
+    while (System.nanoTime() < end) {
+        if (cond()) return true
+        delay(20)
+    }
+    return cond()
+}
+
+private fun elapsedMs(start: Long) = (System.nanoTime() - start) / 1_000_000
+
+// ---------------------------------------------------------------------------------------
+// Kotlin implementations of the foreign traits
+
+/** What an app would back with EncryptedSharedPreferences / the Keystore. */
+class MapTokenStore : TokenStore {
+    val map = Collections.synchronizedMap(HashMap<String, String>())
+    @Volatile var saves = 0
+
+    override fun load(): String? = map["session"]
+    override fun save(value: String) {
+        saves++
+        map["session"] = value
+    }
+    override fun clear() {
+        map.remove("session")
+    }
+}
+
+/** A store that is never available (a locked keychain, a broken Keystore). */
+class FailingTokenStore : TokenStore {
+    override fun load(): String? = throw TokenStoreException.Unavailable("keystore locked")
+    override fun save(value: String) = throw TokenStoreException.Unavailable("keystore locked")
+    override fun clear() = throw TokenStoreException.Unavailable("keystore locked")
+}
+
+class RecordingListener : AuthListener {
+    val states = CopyOnWriteArrayList<AuthState>()
+    val refreshed = CopyOnWriteArrayList<String>()
+    override fun onStateChanged(state: AuthState) {
+        states.add(state)
+    }
+    override fun onSessionRefreshed(userId: String) {
+        refreshed.add(userId)
+    }
+}
+
+class RecordingLogger : Logger {
+    val lines = CopyOnWriteArrayList<String>()
+    override fun log(level: LogLevel, target: String, message: String) {
+        lines.add("$level $target $message")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The contract server (`tether serve`) and its admin endpoints
+
+class ContractServer(binary: String) : AutoCloseable {
+    private val process: Process = ProcessBuilder(binary, "serve")
+        .redirectError(ProcessBuilder.Redirect.INHERIT)
+        .start()
+    val url: String
+    private val http = HttpClient.newHttpClient()
+
+    init {
+        val first = BufferedReader(InputStreamReader(process.inputStream)).readLine()
+            ?: error("tether serve exited without printing its address")
+        url = Regex("""^listening (http://\S+)$""").find(first.trim())?.groupValues?.get(1)
+            ?: error("unexpected first line from tether serve: $first")
+    }
+
+    fun admin(command: String, json: String = "{}"): String {
+        val req = HttpRequest.newBuilder(URI.create("$url/__admin/$command"))
+            .header("content-type", "application/json")
+            .POST(HttpRequest.BodyPublishers.ofString(json))
+            .build()
+        val resp = http.send(req, HttpResponse.BodyHandlers.ofString())
+        check(resp.statusCode() == 200) { "admin $command -> ${resp.statusCode()} ${resp.body()}" }
+        return resp.body()
+    }
+
+    fun count(path: String): Int {
+        val body = admin("count", """{"path":"$path"}""")
+        return Regex(""""count"\s*:\s*(\d+)""").find(body)?.groupValues?.get(1)?.toInt()
+            ?: error("no count in $body")
+    }
+
+    override fun close() {
+        runCatching { process.outputStream.close() } // stdin closes: the server exits
+        if (!process.waitFor(3, TimeUnit.SECONDS)) process.destroyForcibly()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+private val quotaCall = ApiRequest(method = HttpMethod.GET, path = "quota")
+private val jobCall = ApiRequest(
+    method = HttpMethod.POST,
+    path = "jobs",
+    jsonBody = """{"kind":"transcribe","input":{"media":"jvm-test.m4a"}}""",
+)
+
+fun main(args: Array<String>) {
+    val binary = args.firstOrNull() ?: System.getProperty("tether.server") ?: "target/debug/tether"
+    val dataDir = Files.createTempDirectory("tether-kt-").toString()
+    ContractServer(binary).use { server -> scenario(server, dataDir) }
+    println("$passed passed, $failed failed")
+    exitProcess(if (failed == 0 && passed > 0) 0 else 1)
+}
+
+private fun scenario(server: ContractServer, dataDir: String) {
+    // Short backoff so the scenario does not wait on retries it does not test.
+    val config = ClientConfig(
+        baseUrl = server.url,
+        clientId = "jvm-scenario",
+        dataDir = dataDir,
+        retry = RetryPolicy(maxAttempts = 3u, baseDelayMs = 50u, maxDelayMs = 200u, maxRetryAfterS = 2u),
+        userAgentSuffix = "ScenarioTest/1.0",
+    )
+
+    step("library version") {
+        expect("tetherVersion() is a version", tetherVersion().matches(Regex("""\d+\.\d+\.\d+.*"""))) { tetherVersion() }
+    }
+
+    step("config validation") {
+        val e = thrown { TetherClient(config.copy(baseUrl = "http://example.com"), MapTokenStore(), null).close() }
+        expect("http:// for a non-loopback host -> TetherException.Config", e is TetherException.Config) { "got $e" }
+        val e2 = thrown { TetherClient(config.copy(clientId = " "), MapTokenStore(), null).close() }
+        expect("blank clientId -> TetherException.Config", e2 is TetherException.Config) { "got $e2" }
+    }
+
+    val store = MapTokenStore()
+    val logger = RecordingLogger()
+    val listener = RecordingListener()
+    val client = TetherClient(config, store, logger)
+    val subscription = client.addAuthListener(listener)
+    var userId = ""
+
+    step("restore on first launch") {
+        expect("authState() before restore is Unknown", client.authState() == AuthState.Unknown) { "${client.authState()}" }
+        val s = client.restoreSession()
+        expect("restoreSession() with an empty store -> SignedOut", s == AuthState.SignedOut) { "got $s" }
+        expect("listener hears SignedOut", eventually { listener.states.lastOrNull() == AuthState.SignedOut }) { "${listener.states}" }
+    }
+
+    step("anonymous sign-in") {
+        val user = client.signInAnonymously("device-jvm-1", null)
+        userId = user.id
+        expect("signInAnonymously() -> an anonymous user", user.anonymous && user.id.isNotEmpty()) { "$user" }
+        val saved = store.map["session"]
+        expect(
+            "the Kotlin TokenStore received the session",
+            store.saves == 1 && saved != null && saved.contains(user.id) && saved.contains("refresh_token"),
+        ) { "saves=${store.saves} value=${saved?.take(40)}" }
+        expect(
+            "authState() is SignedIn",
+            client.authState() == AuthState.SignedIn(user.id, true),
+        ) { "${client.authState()}" }
+        expect(
+            "listener hears SignedIn",
+            eventually { listener.states.lastOrNull() == AuthState.SignedIn(user.id, true) },
+        ) { "${listener.states}" }
+    }
+
+    step("send GET quota") {
+        val r = client.send(quotaCall, null)
+        expect("GET quota -> 200 JSON with \"plan\"", r.status.toInt() == 200 && Regex(""""plan"\s*:""").containsMatchIn(r.body)) { "$r" }
+        expect("response carries the request id", r.requestId?.startsWith("req-") == true) { "${r.requestId}" }
+        val q = client.lastQuota()
+        expect("lastQuota() filled in from the headers", q != null && q.plan == "free" && q.limit > 0u) { "$q" }
+    }
+
+    step("expired tokens + 10 concurrent calls -> one refresh") {
+        val oldToken = client.accessToken(null)
+        server.admin("expire-tokens")
+        val before = server.count("/api/v1/auth/refresh")
+        val results = (1..10).map { async { client.send(quotaCall, null) } }.awaitAll()
+        val refreshes = server.count("/api/v1/auth/refresh") - before
+        expect("all 10 concurrent calls -> 200", results.size == 10 && results.all { it.status.toInt() == 200 }) {
+            results.map { it.status }.toString()
+        }
+        expect("exactly 1 refresh for 10 callers", refreshes == 1) { "refreshes=$refreshes" }
+        expect("listener told of the refresh", eventually { listener.refreshed.contains(userId) }) { "${listener.refreshed}" }
+        val newToken = client.accessToken(null)
+        expect("accessToken() is the rotated token", newToken != oldToken && newToken.isNotEmpty())
+        expect("the rotated session was saved", store.saves == 2 && store.map["session"]?.contains(newToken) == true) {
+            "saves=${store.saves}"
+        }
+    }
+
+    step("next launch restores the session") {
+        TetherClient(config.copy(dataDir = "$dataDir/next-launch"), store, null).use { second ->
+            val s = second.restoreSession()
+            expect("a second client on the same store -> SignedIn", s == AuthState.SignedIn(userId, true)) { "got $s" }
+        }
+    }
+
+    step("quota used up -> PlanRequired") {
+        server.admin("quota-limit", """{"limit":1}""")
+        val ok = client.send(jobCall, null)
+        expect("first job within the limit -> 202", ok.status.toInt() == 202 && ok.body.contains("job_id")) { "$ok" }
+        val e = thrown { client.send(jobCall, null) }
+        expect(
+            "second job -> TetherException.PlanRequired(planRequired = \"pro\")",
+            e is TetherException.PlanRequired && e.planRequired == "pro",
+        ) { "got $e" }
+        if (e is TetherException.PlanRequired) {
+            expect("PlanRequired carries the quota (0 remaining)", e.quota?.remaining == 0uL) { "${e.quota}" }
+        }
+        server.admin("quota-limit", """{"limit":50}""")
+    }
+
+    step("CancelHandle cancels a held call") {
+        server.admin("fault", """{"path":"/api/v1/quota","kind":"delay","ms":2000}""")
+        val handle = CancelHandle()
+        val start = System.nanoTime()
+        val call = async { thrown { client.send(quotaCall, handle) } }
+        delay(200)
+        handle.cancel()
+        val e = call.await()
+        val ms = elapsedMs(start)
+        expect("cancelled call -> TetherException.Cancelled", e is TetherException.Cancelled) { "got $e" }
+        expect("it ended promptly, not after the server's 2 s", ms < 1500) { "${ms} ms" }
+        expect("handle.isCancelled()", handle.isCancelled())
+        val e2 = thrown { client.send(quotaCall, handle) }
+        expect("an already-cancelled handle cancels the next call too", e2 is TetherException.Cancelled) { "got $e2" }
+        handle.close()
+    }
+
+    step("coroutine cancellation reaches the call") {
+        server.admin("fault", """{"path":"/api/v1/quota","kind":"delay","ms":3000}""")
+        val start = System.nanoTime()
+        val r = withTimeoutOrNull(300) { client.send(quotaCall, null) }
+        val ms = elapsedMs(start)
+        expect("withTimeoutOrNull(300) around a 3 s call -> null, promptly", r == null && ms < 1500) { "r=$r after $ms ms" }
+        val after = client.send(quotaCall, null)
+        expect("the client still works afterwards", after.status.toInt() == 200) { "$after" }
+    }
+
+    step("logs never contain tokens") {
+        val access = client.accessToken(null)
+        val refresh = Regex(""""refresh_token"\s*:\s*"([^"]+)"""").find(store.map["session"] ?: "")?.groupValues?.get(1)
+        expect("the Kotlin Logger received log lines", logger.lines.size >= 3) { "${logger.lines.size} lines" }
+        expect("a log line mentions the sign-in", logger.lines.any { it.contains("signed in") }) { logger.lines.take(5).toString() }
+        expect("no log line contains the access token", access.length > 20 && logger.lines.none { it.contains(access) })
+        expect(
+            "no log line contains the refresh token",
+            refresh != null && refresh.length > 8 && logger.lines.none { it.contains(refresh) },
+        ) { "refresh token found in the store: ${refresh != null}" }
+    }
+
+    step("sign out") {
+        client.signOut()
+        expect("authState() after signOut -> SignedOut", client.authState() == AuthState.SignedOut) { "${client.authState()}" }
+        expect("the TokenStore was cleared", store.map["session"] == null)
+        expect("listener hears SignedOut", eventually { listener.states.lastOrNull() == AuthState.SignedOut }) { "${listener.states}" }
+        val e = thrown { client.send(quotaCall, null) }
+        expect("a call after sign-out -> TetherException.SignedOut", e is TetherException.SignedOut) { "got $e" }
+        val e2 = thrown { client.accessToken(null) }
+        expect("accessToken() after sign-out -> TetherException.SignedOut", e2 is TetherException.SignedOut) { "got $e2" }
+    }
+
+    step("a failing TokenStore") {
+        TetherClient(config, FailingTokenStore(), null).use { broken ->
+            val e = thrown { broken.restoreSession() }
+            expect(
+                "restoreSession() -> TetherException.Storage",
+                e is TetherException.Storage && e.message?.contains("keystore locked") == true,
+            ) { "got $e" }
+            expect("authState() stays Unknown", broken.authState() == AuthState.Unknown) { "${broken.authState()}" }
+        }
+    }
+
+    subscription.close()
+    client.close()
+}
