@@ -4,8 +4,11 @@
 // past it with 503 + Retry-After (uncharged, see idempotency.ts).
 import { config } from "./config";
 import type { Env } from "./env";
-import { ApiError, coldStart, invalidInput, upstream } from "./errors";
+import { ApiError, coldStart, deadlineExceeded, invalidInput, upstream } from "./errors";
+import { imageInfo } from "./imageinfo";
 import { DeadlineError, withDeadline } from "./util";
+
+export const DETR_MODEL = "@cf/facebook/detr-resnet-50";
 
 export interface DetectOptions {
   min_score: number;
@@ -30,6 +33,37 @@ function backend(env: Env, tenant: string): { stub: DurableObjectStub; provider:
   return { stub: env.DETECT_CONTAINER.get(env.DETECT_CONTAINER.idFromName(detectInstanceName(tenant))), provider: "container" };
 }
 
+/**
+ * Without a Container binding, detect runs on Workers AI's DETR model
+ * instead (boxes in pixels, converted to the contract's normalised boxes).
+ */
+async function detectWithWorkersAi(env: Env, image: { bytes: Uint8Array }, options: DetectOptions): Promise<DetectResult> {
+  const info = imageInfo(image.bytes);
+  if (!info) throw invalidInput("The image could not be decoded");
+  let out: unknown;
+  try {
+    out = await withDeadline(env.AI!.run(DETR_MODEL, { image: [...image.bytes] }), config.aiDeadlineMs(env));
+  } catch (e) {
+    if (e instanceof DeadlineError) throw deadlineExceeded("The detect model", 2);
+    throw upstream("The detect model failed");
+  }
+  const rows = (Array.isArray(out) ? out : []) as Array<{ label?: string; score?: number; box?: { xmin: number; ymin: number; xmax: number; ymax: number } }>;
+  const clamp01 = (n: number) => Math.min(1, Math.max(0, Math.round(n * 10000) / 10000));
+  const objects = rows
+    .filter((r) => typeof r.label === "string" && typeof r.score === "number" && r.box && r.score >= options.min_score)
+    .map((r) => {
+      const b = r.box!;
+      return {
+        label: r.label!,
+        score: Math.round(r.score! * 1000) / 1000,
+        box: [clamp01(b.xmin / info.width), clamp01(b.ymin / info.height), clamp01((b.xmax - b.xmin) / info.width), clamp01((b.ymax - b.ymin) / info.height)] as [number, number, number, number],
+      };
+    })
+    .sort((a, z) => z.score - a.score)
+    .slice(0, options.max_objects);
+  return { objects, model: DETR_MODEL, image: { width: info.width, height: info.height } };
+}
+
 export async function detect(
   env: Env,
   tenant: string,
@@ -37,7 +71,10 @@ export async function detect(
   options: DetectOptions,
   requestId: string,
   keepAlive: (p: Promise<unknown>) => void,
-): Promise<{ result: DetectResult; provider: "container" | "standin" }> {
+): Promise<{ result: DetectResult; provider: "container" | "standin" | "workers-ai" }> {
+  if (!config.detectStandin(env) && !env.DETECT_CONTAINER && env.AI) {
+    return { result: await detectWithWorkersAi(env, image, options), provider: "workers-ai" };
+  }
   const { stub, provider } = backend(env, tenant);
   const call = stub.fetch("http://detect/detect", {
     method: "POST",
