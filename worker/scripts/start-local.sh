@@ -32,7 +32,7 @@ if [ ! -f .dev.vars ] || ! grep -q '^JWT_SECRET=' .dev.vars; then
 fi
 
 # 3. Local D1 schema (idempotent; offline).
-npx wrangler d1 migrations apply DB --local --config wrangler.local.jsonc >/dev/null
+./node_modules/.bin/wrangler d1 migrations apply DB --local --config wrangler.local.jsonc >/dev/null
 
 VARS=()
 for name in RATE_LIMIT_PER_MINUTE QUOTA_LIMIT_FREE QUOTA_LIMIT_PRO QUOTA_WINDOW_SECONDS STANDIN_CHAT_DELAY_MS \
@@ -40,6 +40,8 @@ for name in RATE_LIMIT_PER_MINUTE QUOTA_LIMIT_FREE QUOTA_LIMIT_PRO QUOTA_WINDOW_
   if [ -n "${!name:-}" ]; then VARS+=(--var "$name:${!name}"); fi
 done
 
-# 4. Foreground, loopback only, telemetry off.
-exec npx wrangler dev --config wrangler.local.jsonc --ip 127.0.0.1 --port "$PORT" \
+# 4. Foreground, loopback only, telemetry off. The wrangler binary is exec'd
+#    directly (not via npx), so a plain `kill <pid>` of this script stops
+#    wrangler and its workerd children too.
+exec ./node_modules/.bin/wrangler dev --config wrangler.local.jsonc --ip 127.0.0.1 --port "$PORT" \
   --local --show-interactive-dev-session=false "${VARS[@]}"
