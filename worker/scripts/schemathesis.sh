@@ -13,9 +13,16 @@
 #    user every $ST_PER_USER requests, so that the default per-user rate limit (60/min) and
 #    free quota (50) do not turn most answers into 429/402 and the successful paths are
 #    exercised too (429 and 402 stay documented and are still accepted).
-# 4. Runs `schemathesis run` with checks not_a_server_error, status_code_conformance,
-#    content_type_conformance, response_headers_conformance, response_schema_conformance,
-#    bounded in examples and time (the whole run is killed after $ST_TIMEOUT s).
+# 4. Runs `schemathesis run` (phases examples, coverage, fuzzing, stateful) with checks
+#    not_a_server_error, status_code_conformance, content_type_conformance,
+#    response_headers_conformance (RateLimit-*/X-Plan, Retry-After, WWW-Authenticate),
+#    response_schema_conformance (JSON bodies and each SSE event of a chat stream),
+#    ignored_auth (401 without/with a bad token) and missing_required_header (4xx without
+#    X-Client-ID / Idempotency-Key); bounded in examples per operation and in time (the run
+#    is killed after $ST_TIMEOUT s; it takes about 20 s). Not checked: negative_data_rejection
+#    and positive_data_acceptance, since the Worker may be more lenient (e.g. any visible
+#    ASCII Idempotency-Key) or stricter (e.g. max_objects <= 100) than the document where the
+#    contract leaves it open.
 # 5. Stops the Worker (whole process group) and exits non-zero if anything failed.
 #
 # Knobs (environment): ST_PORT (18797), ST_MAX_EXAMPLES (40), ST_TIMEOUT (200, seconds for
@@ -197,7 +204,7 @@ if [ -n "${ST_REPORT_DIR:-}" ]; then
   mkdir -p "$ST_REPORT_DIR"
   seed_args+=(--report junit,ndjson --report-dir "$(cd "$ST_REPORT_DIR" && pwd)")
 fi
-checks=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance
+checks=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth,missing_required_header
 say "schemathesis run: checks $checks; max $max_examples examples/operation; ${st_timeout}s budget"
 set +e
 (
