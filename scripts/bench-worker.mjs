@@ -330,6 +330,11 @@ async function main() {
   const form = multipart(jpeg);
 
   // Same wrangler settings for both Workers (start-local.sh uses these defaults too).
+  for (const port of [WORKER_PORT, BARE_PORT]) {
+    if ((await request(port, "GET", "/", {}, null, 2000)).status > 0) {
+      throw new Error(`something already answers on ${HOST}:${port}; stop it or set BENCH_WORKER_PORT / BENCH_BARE_PORT`);
+    }
+  }
   const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", NO_UPDATE_NOTIFIER: "1", WRANGLER_LOG: process.env.WRANGLER_LOG || "log" };
   const main = startProcess("worker", "bash", [path.join(WORKER_DIR, "scripts", "start-local.sh"), String(WORKER_PORT)], { cwd: ROOT, env });
   await waitReady(WORKER_PORT, main, "Worker", 300000);

@@ -58,6 +58,11 @@ if [ ! -f "$root/worker/scripts/start-local.sh" ]; then
   exit 1
 fi
 
+if curl -s -o /dev/null --max-time 2 "$base/"; then
+  say "something already answers on $base: stop it or set ST_PORT"
+  exit 1
+fi
+
 work="$(mktemp -d)"
 log="$work/worker.log"
 worker_pid=""
