@@ -1,6 +1,6 @@
 import { defineConfig } from "vitest/config";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
-import { fallbackStandin } from "./test/fallback-standin";
+import { fallbackStandin } from "./test/fallback-standin.ts";
 
 // Tests run inside workerd with the local configuration (stand-ins on).
 // A few vars are tightened so deadlines and limits can be hit quickly.

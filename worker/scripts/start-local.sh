@@ -18,6 +18,7 @@ cd "$HERE"
 export WRANGLER_SEND_METRICS=false
 export WRANGLER_LOG="${WRANGLER_LOG:-log}"
 export NO_UPDATE_NOTIFIER=1
+export CLOUDFLARE_CF_FETCH_ENABLED=false # no lookup of workers.cloudflare.com/cf.json (offline)
 export CI="${CI:-1}" # no interactive prompts
 
 # 1. Dependencies (npm 11 skips install scripts; nothing here needs them).

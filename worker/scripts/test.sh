@@ -13,7 +13,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$HERE"
 export WRANGLER_SEND_METRICS=false
 export NO_UPDATE_NOTIFIER=1
-export VITE_CONFIG_NATIVE_IGNORE_WARNING=true
+export CLOUDFLARE_CF_FETCH_ENABLED=false # no lookup of workers.cloudflare.com/cf.json (offline)
 export CI="${CI:-1}"
 
 step() { printf '\n== worker: %s\n' "$*" >&2; }
