@@ -207,7 +207,15 @@ impl From<Error> for TetherError {
                 message: e.to_string(),
             },
             Error::Timeout(kind) => TetherError::Timeout {
-                message: format!("{kind:?} deadline exceeded").to_lowercase(),
+                message: match kind {
+                    TimeoutKind::Connect => "could not connect within timeouts.connect_ms",
+                    TimeoutKind::FirstByte => "no response within timeouts.first_byte_ms",
+                    TimeoutKind::Idle => {
+                        "the response went silent for longer than timeouts.idle_ms"
+                    }
+                    TimeoutKind::Total => "the call's deadline (timeouts.total_ms) ran out",
+                }
+                .to_string(),
             },
             Error::Cancelled => TetherError::Cancelled,
             Error::SignedOut => TetherError::SignedOut,

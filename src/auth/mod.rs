@@ -280,11 +280,14 @@ impl Auth {
     /// Signs out: the local session is gone at once, whatever the network does; the
     /// backend is then asked (best effort) to revoke the refresh token.
     pub async fn sign_out(&self, deadline: Instant) -> Result<()> {
-        let session = match &self.lock().phase {
-            Phase::SignedIn(s) => Some(s.clone()),
-            _ => None,
+        let (session, epoch) = {
+            let inner = self.lock();
+            let session = match &inner.phase {
+                Phase::SignedIn(s) => Some(s.clone()),
+                _ => None,
+            };
+            (session, inner.epoch)
         };
-        let epoch = self.lock().epoch;
         let cleared = self.end_session(epoch).await;
         if let Some(s) = session {
             let req = Outgoing {
