@@ -7,7 +7,7 @@
 #
 # Needs: rustup, cargo-ndk (`cargo install cargo-ndk`), an Android NDK (ANDROID_NDK_HOME,
 # or the NDK under ANDROID_HOME / ANDROID_SDK_ROOT that cargo-ndk finds itself).
-# NOT RUN HERE: this machine has no NDK. The Kotlin half (generate + patch) is the same
+# NOT RUN HERE: this machine has no NDK. The Kotlin half (generate) is the same
 # code path android/run-jvm-tests.sh runs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -31,7 +31,5 @@ bindings/generate.sh debug
 gen="$here/src/main/uniffi"
 rm -rf "$gen" && mkdir -p "$gen"
 cp -r bindings/out/kotlin/. "$gen/"
-# UniFFI 0.31 emits uncompilable Kotlin for error fields named `message`; see the script.
-python3 "$here/patch-kotlin.py" "$gen/dev/tether/tether.kt"
 
 ls -l "$jni"/*/libtether.so "$gen/dev/tether/tether.kt"

@@ -54,13 +54,8 @@ bindings/generate.sh debug
 cargo build -q -p tether-cli
 gen="$here/build/generated/kotlin"
 rm -rf "$gen" && mkdir -p "$gen"
-# bindings/out is shared (and rewritten by every generate.sh run): copy at once; if
-# another run removed it in between, generate the Kotlin straight into our build dir.
-if ! cp -r bindings/out/kotlin/. "$gen/" 2>/dev/null || [ ! -s "$gen/dev/tether/tether.kt" ]; then
-  target/debug/uniffi-bindgen generate --library target/debug/libtether.so --language kotlin \
-    --no-format --out-dir "$gen" >/dev/null
-fi
-python3 "$here/patch-kotlin.py" "$gen/dev/tether/tether.kt"
+target/debug/uniffi-bindgen generate --library target/debug/libtether.so --language kotlin \
+  --no-format --out-dir "$gen" >/dev/null
 
 # --- 3. compile ----------------------------------------------------------------------
 log "compiling the generated Kotlin + ScenarioTest.kt (kotlinc $KOTLIN_VERSION)"

@@ -3,7 +3,8 @@
 # (library mode: UniFFI reads the metadata embedded in the library; a stripped library
 # makes uniffi-bindgen exit 0 and write nothing, so we check for that).
 #
-#   bindings/generate.sh [debug|release]      -> bindings/out/{kotlin,swift,python}
+#   bindings/generate.sh [debug|release] [OUT_DIR]   -> OUT_DIR/{kotlin,swift,python}
+#                                                       (default OUT_DIR: bindings/out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-debug}"
@@ -12,7 +13,7 @@ cargo build -q -p tether "${flag[@]}"
 cargo build -q -p uniffi-bindgen
 lib="target/$profile/libtether.so"
 [ -f "$lib" ] || lib="target/$profile/libtether.dylib"
-out=bindings/out
+out="${2:-bindings/out}"
 rm -rf "$out"
 for lang in kotlin swift python; do
   target/debug/uniffi-bindgen generate --library "$lib" --language "$lang" --no-format --out-dir "$out/$lang" >/dev/null

@@ -107,23 +107,26 @@ impl Error {
 
 /// The error every exported method returns. One variant per thing a caller acts on.
 ///
+/// Human-readable text is in `detail` (not `message`: UniFFI's Kotlin exceptions cannot
+/// carry a field of that name).
+///
 /// `request_id` is the backend's `X-Request-ID` when the server answered: quote it in
 /// bug reports, it finds the request in the backend's logs.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
 pub enum TetherError {
     /// The network is unreachable or the connection broke. Retryable later.
-    #[error("network error: {message}")]
-    Network { message: String },
+    #[error("network error: {detail}")]
+    Network { detail: String },
     /// A configured deadline (connect, first byte, idle, total) ran out. Retryable.
-    #[error("timed out: {message}")]
-    Timeout { message: String },
+    #[error("timed out: {detail}")]
+    Timeout { detail: String },
     /// The call was cancelled through its `CancelHandle` or by dropping its future.
     #[error("cancelled")]
     Cancelled,
     /// The server refused the credentials even after a refresh. Retry later or sign in again.
-    #[error("unauthorized: {message}")]
+    #[error("unauthorized: {detail}")]
     Unauthorized {
-        message: String,
+        detail: String,
         request_id: Option<String>,
     },
     /// There is no session (never signed in, signed out, or the session was revoked).
@@ -139,9 +142,9 @@ pub enum TetherError {
         request_id: Option<String>,
     },
     /// Authenticated but not allowed (e.g. the feature needs another plan). Do not retry.
-    #[error("forbidden: {message}")]
+    #[error("forbidden: {detail}")]
     Forbidden {
-        message: String,
+        detail: String,
         request_id: Option<String>,
     },
     /// Too many requests, and retrying within the call's deadline was not possible.
@@ -162,52 +165,52 @@ pub enum TetherError {
     #[error("response too large (over {limit_bytes} bytes)")]
     ResponseTooLarge { limit_bytes: u64 },
     /// The media type is not accepted (image format). Do not retry as is.
-    #[error("unsupported media type: {message}")]
+    #[error("unsupported media type: {detail}")]
     UnsupportedMedia {
-        message: String,
+        detail: String,
         request_id: Option<String>,
     },
     /// The request was rejected as malformed or invalid (400, 404, 422, or checked locally).
     /// A bug or bad user input: do not retry as is.
-    #[error("invalid input ({code}): {message}")]
+    #[error("invalid input ({code}): {detail}")]
     InvalidInput {
         code: String,
-        message: String,
+        detail: String,
         request_id: Option<String>,
     },
     /// The server failed (5xx, or a status the contract does not name) and retries ran out.
-    #[error("server error {status} ({code}): {message}")]
+    #[error("server error {status} ({code}): {detail}")]
     Server {
         status: u16,
         code: String,
-        message: String,
+        detail: String,
         request_id: Option<String>,
     },
     /// Local storage (token store, database) failed. The session is kept; retry later.
-    #[error("storage error: {message}")]
-    Storage { message: String },
+    #[error("storage error: {detail}")]
+    Storage { detail: String },
     /// A response could not be decoded (malformed JSON, wrong shape, truncated body).
-    #[error("decode error: {message}")]
-    Decode { message: String },
+    #[error("decode error: {detail}")]
+    Decode { detail: String },
     /// The configuration is invalid. Raised at construction.
-    #[error("configuration error: {message}")]
-    Config { message: String },
+    #[error("configuration error: {detail}")]
+    Config { detail: String },
 }
 
 impl From<Error> for TetherError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Config(message) => TetherError::Config { message },
-            Error::InvalidInput(message) => TetherError::InvalidInput {
+            Error::Config(detail) => TetherError::Config { detail },
+            Error::InvalidInput(detail) => TetherError::InvalidInput {
                 code: "invalid_input".into(),
-                message,
+                detail,
                 request_id: None,
             },
             e @ Error::Network { .. } => TetherError::Network {
-                message: e.to_string(),
+                detail: e.to_string(),
             },
             Error::Timeout(kind) => TetherError::Timeout {
-                message: match kind {
+                detail: match kind {
                     TimeoutKind::Connect => "could not connect within timeouts.connect_ms",
                     TimeoutKind::FirstByte => "no response within timeouts.first_byte_ms",
                     TimeoutKind::Idle => {
@@ -222,8 +225,8 @@ impl From<Error> for TetherError {
             Error::ResponseTooLarge { limit } => {
                 TetherError::ResponseTooLarge { limit_bytes: limit }
             }
-            Error::Decode(message) => TetherError::Decode { message },
-            Error::Storage(message) => TetherError::Storage { message },
+            Error::Decode(detail) => TetherError::Decode { detail },
+            Error::Storage(detail) => TetherError::Storage { detail },
             Error::Http(f) => from_http(*f),
         }
     }
@@ -233,7 +236,7 @@ fn from_http(f: HttpFailure) -> TetherError {
     let HttpFailure {
         status,
         code,
-        message,
+        message: detail,
         retry_after,
         plan_required,
         quota,
@@ -241,40 +244,31 @@ fn from_http(f: HttpFailure) -> TetherError {
         request_id,
     } = f;
     match status {
-        401 => TetherError::Unauthorized {
-            message,
-            request_id,
-        },
+        401 => TetherError::Unauthorized { detail, request_id },
         402 => TetherError::PlanRequired {
             plan_required,
             quota,
             request_id,
         },
-        403 => TetherError::Forbidden {
-            message,
-            request_id,
-        },
+        403 => TetherError::Forbidden { detail, request_id },
         413 => TetherError::PayloadTooLarge {
             max_bytes,
             request_id,
         },
-        415 => TetherError::UnsupportedMedia {
-            message,
-            request_id,
-        },
+        415 => TetherError::UnsupportedMedia { detail, request_id },
         429 => TetherError::RateLimited {
             retry_after_s: retry_after.map(|d| d.as_secs()),
             request_id,
         },
         400 | 404 | 409 | 422 => TetherError::InvalidInput {
             code,
-            message,
+            detail,
             request_id,
         },
         _ => TetherError::Server {
             status,
             code,
-            message,
+            detail,
             request_id,
         },
     }

@@ -302,14 +302,14 @@ async fn a_stalled_body_hits_the_idle_timeout_and_a_slow_head_the_first_byte_tim
         .fault("/api/v1/quota", Fault::StallBody(Duration::from_secs(3)));
     let err = c.send(quota_request(), None).await.unwrap_err();
     assert!(
-        matches!(&err, TetherError::Timeout { message } if message.contains("idle_ms")),
+        matches!(&err, TetherError::Timeout { detail } if detail.contains("idle_ms")),
         "{err:?}"
     );
     env.server
         .fault("/api/v1/quota", Fault::Delay(Duration::from_secs(3)));
     let err = c.send(quota_request(), None).await.unwrap_err();
     assert!(
-        matches!(&err, TetherError::Timeout { message } if message.contains("first_byte_ms")),
+        matches!(&err, TetherError::Timeout { detail } if detail.contains("first_byte_ms")),
         "{err:?}"
     );
 }

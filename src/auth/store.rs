@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 /// signs the user out because of it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum TokenStoreError {
-    #[error("token store unavailable: {message}")]
-    Unavailable { message: String },
+    #[error("token store unavailable: {detail}")]
+    Unavailable { detail: String },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for TokenStoreError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
-        TokenStoreError::Unavailable { message: e.reason }
+        TokenStoreError::Unavailable { detail: e.reason }
     }
 }
 
@@ -77,7 +77,7 @@ impl TokenStore for FileTokenStore {
 
 fn unavailable(e: std::io::Error) -> TokenStoreError {
     TokenStoreError::Unavailable {
-        message: e.to_string(),
+        detail: e.to_string(),
     }
 }
 

@@ -85,7 +85,7 @@ impl SharedStore {
     fn check(&self) -> Result<(), TokenStoreError> {
         if *self.locked.lock().unwrap() {
             Err(TokenStoreError::Unavailable {
-                message: "keychain locked".into(),
+                detail: "keychain locked".into(),
             })
         } else {
             Ok(())

@@ -43,9 +43,9 @@ final class MapTokenStore: TokenStore, @unchecked Sendable {
 
 /// A store that is never available (a locked keychain during prewarming).
 final class FailingTokenStore: TokenStore, @unchecked Sendable {
-    func load() throws -> String? { throw TokenStoreError.Unavailable(message: "keychain locked") }
-    func save(value: String) throws { throw TokenStoreError.Unavailable(message: "keychain locked") }
-    func clear() throws { throw TokenStoreError.Unavailable(message: "keychain locked") }
+    func load() throws -> String? { throw TokenStoreError.Unavailable(detail: "keychain locked") }
+    func save(value: String) throws { throw TokenStoreError.Unavailable(detail: "keychain locked") }
+    func clear() throws { throw TokenStoreError.Unavailable(detail: "keychain locked") }
 }
 
 final class RecordingListener: AuthListener, @unchecked Sendable {

@@ -305,6 +305,10 @@ async fn handle(
     };
     let body_text = String::from_utf8_lossy(&body).to_string();
 
+    // Admin calls script the server; they are never logged nor faulted.
+    if let Some(cmd) = path.strip_prefix("/__admin/") {
+        return Ok(admin(&state, cmd, &body));
+    }
     let (fault, offset, request_no) = {
         let mut s = state.lock().unwrap();
         s.log.push(Recorded {
@@ -322,9 +326,6 @@ async fn handle(
         (fault, s.clock_offset_s, s.next_id)
     };
 
-    if let Some(cmd) = path.strip_prefix("/__admin/") {
-        return Ok(admin(&state, cmd, &body));
-    }
     let mut send_date = true;
     let mut resp = match fault {
         Some(Fault::Drop) => return Err(std::io::Error::other("fault: connection dropped")),
