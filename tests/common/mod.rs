@@ -10,6 +10,7 @@ use tether::{
     TetherClient, Timeouts, TokenStore, TokenStoreError,
 };
 
+#[allow(unused_imports)]
 pub use tether_test_server::{Fault, TestServer};
 
 pub fn config(url: &str, dir: &tempfile::TempDir) -> ClientConfig {

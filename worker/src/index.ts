@@ -39,6 +39,9 @@ export default {
     // Responses from storage or streams can have immutable headers: copy.
     res = new Response(req.method === "HEAD" ? null : res.body, res);
     res.headers.set("X-Request-ID", rc.requestId);
+    // RFC 9110: an origin with a clock sends Date. Clients anchor token expiry and quota
+    // resets to it; Cloudflare's edge adds one in production, workerd does not.
+    if (!res.headers.has("Date")) res.headers.set("Date", new Date().toUTCString());
     if (rc.quota) {
       res.headers.set("RateLimit-Limit", String(rc.quota.limit));
       res.headers.set("RateLimit-Remaining", String(rc.quota.remaining));

@@ -53,6 +53,14 @@ describe("request ids and routing", () => {
     expect(r3.headers.get("X-Request-ID")).toMatch(/^req_/);
   });
 
+  it("every response carries a Date header (clients anchor token expiry to it)", async () => {
+    for (const r of [await api("/quota", { tenant: freshTenant() }), await api("/nope", { tenant: "x" })]) {
+      const date = r.headers.get("Date");
+      expect(date).toMatch(/GMT$/);
+      expect(Math.abs(Date.parse(date!) - Date.now())).toBeLessThan(60_000);
+    }
+  });
+
   it("404 not_found for unknown paths, 405 with Allow for a wrong method, JSON bodies", async () => {
     const nf = await api("/nope", { tenant: "x" });
     expect(nf.status).toBe(404);

@@ -1,0 +1,185 @@
+//! End to end: the Rust client against the reference Worker (`worker/`, in workerd via
+//! `wrangler dev`, stand-ins for the models). `#[ignore]`d in plain `cargo test`; run by
+//! `scripts/e2e`, which starts the Worker and sets `TETHER_E2E_URL`.
+//!
+//! The Worker cannot be scripted like the fault-injection server, so these tests drive
+//! the paths that need no injection: sign-in, quota headers, a metered call, the paywall
+//! at the configured limit (`QUOTA_LIMIT_FREE=3`), a rejected access token refreshed and
+//! retried once, refresh-token reuse signing out, and sign-out.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use tether::{ApiRequest, AuthState, HttpMethod, TetherClient, TetherError, TokenStore};
+
+fn url() -> String {
+    std::env::var("TETHER_E2E_URL").expect("TETHER_E2E_URL (run through scripts/e2e)")
+}
+
+fn client(store: Arc<SharedStore>, dir: &tempfile::TempDir) -> Arc<TetherClient> {
+    let mut cfg = config(&url(), dir);
+    cfg.client_id = "dev.tether.e2e".into();
+    TetherClient::new(cfg, store, None).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs the reference Worker: scripts/e2e"]
+async fn sign_in_quota_metered_call_and_paywall() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SharedStore::default());
+    let c = client(store.clone(), &dir);
+    c.restore_session().await.unwrap();
+    let user = c
+        .sign_in_anonymously(Some("e2e-device".into()), None)
+        .await
+        .unwrap();
+    assert!(user.anonymous);
+    assert!(
+        c.server_clock_offset_ms().is_some(),
+        "the Worker's Date header was read"
+    );
+
+    let q = c.send(quota_request(), None).await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&q.body).unwrap();
+    assert_eq!(body["limit"], 3);
+    assert!(q.request_id.is_some(), "X-Request-ID");
+    let seen = c.last_quota().unwrap();
+    assert_eq!(
+        (seen.plan.as_str(), seen.limit, seen.remaining),
+        ("free", 3, 3)
+    );
+
+    let job = c.send(job_request(), None).await.unwrap();
+    assert_eq!(job.status, 202);
+    let id = serde_json::from_str::<serde_json::Value>(&job.body).unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = ApiRequest {
+        method: HttpMethod::Get,
+        path: format!("jobs/{id}"),
+        json_body: None,
+        authenticated: true,
+    };
+    let status = c.send(get, None).await.unwrap();
+    assert!(status.body.contains(&id));
+    assert_eq!(c.last_quota().unwrap().remaining, 2);
+
+    c.send(job_request(), None).await.unwrap();
+    c.send(job_request(), None).await.unwrap();
+    match c.send(job_request(), None).await {
+        Err(TetherError::PlanRequired {
+            plan_required,
+            quota,
+            request_id,
+        }) => {
+            assert_eq!(plan_required.as_deref(), Some("pro"));
+            assert_eq!(quota.map(|q| q.remaining), Some(0));
+            assert!(request_id.is_some());
+        }
+        other => panic!("expected PlanRequired, got {other:?}"),
+    }
+    assert_eq!(c.last_quota().unwrap().remaining, 0);
+}
+
+#[tokio::test]
+#[ignore = "needs the reference Worker: scripts/e2e"]
+async fn a_rejected_token_is_refreshed_once_and_reuse_signs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SharedStore::default());
+    let c = client(store.clone(), &dir);
+    c.restore_session().await.unwrap();
+    c.sign_in_anonymously(None, None).await.unwrap();
+    let original = store.value().unwrap();
+
+    // Next launch with a corrupted access token (its signature no longer verifies).
+    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let at = v["access_token"].as_str().unwrap().to_string();
+    let bad = format!(
+        "{}{}",
+        &at[..at.len() - 2],
+        if at.ends_with("AA") { "BB" } else { "AA" }
+    );
+    v["access_token"] = bad.clone().into();
+    let tampered = Arc::new(SharedStore::default());
+    tampered.save(v.to_string()).unwrap();
+    let c2 = client(tampered.clone(), &dir);
+    c2.restore_session().await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    let _sub = c2.add_auth_listener(rec.clone());
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let c2 = c2.clone();
+            tokio::spawn(async move { c2.send(quota_request(), None).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().status, 200);
+    }
+    let refreshed = rec
+        .wait_for(|e| e.iter().any(|s| matches!(s, Seen::Refreshed(_))))
+        .await;
+    assert_eq!(
+        refreshed
+            .iter()
+            .filter(|s| matches!(s, Seen::Refreshed(_)))
+            .count(),
+        1,
+        "{refreshed:?}"
+    );
+    let rotated = tampered.value().unwrap();
+    assert!(!rotated.contains(&bad));
+
+    // The first client still holds the refresh token c2 just used: presenting it again is
+    // reuse, which revokes the family. Force a refresh by rejecting its token the same way.
+    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    v["access_token"] = bad.into();
+    let stale = Arc::new(SharedStore::default());
+    stale.save(v.to_string()).unwrap();
+    let c3 = client(stale.clone(), &dir);
+    c3.restore_session().await.unwrap();
+    assert_eq!(
+        c3.send(quota_request(), None).await.unwrap_err(),
+        TetherError::SignedOut
+    );
+    assert_eq!(c3.auth_state(), AuthState::SignedOut);
+    assert_eq!(stale.value(), None);
+    // The whole family is revoked: c2's rotated session cannot refresh any more either.
+    let mut v: serde_json::Value = serde_json::from_str(&rotated).unwrap();
+    v["access_token"] = "not.a.token".into();
+    let after = Arc::new(SharedStore::default());
+    after.save(v.to_string()).unwrap();
+    let c4 = client(after, &dir);
+    c4.restore_session().await.unwrap();
+    assert_eq!(
+        c4.send(quota_request(), None).await.unwrap_err(),
+        TetherError::SignedOut
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the reference Worker: scripts/e2e"]
+async fn sign_out_revokes_the_refresh_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SharedStore::default());
+    let c = client(store.clone(), &dir);
+    c.restore_session().await.unwrap();
+    c.sign_in_anonymously(None, None).await.unwrap();
+    let blob = store.value().unwrap();
+    c.sign_out().await.unwrap();
+    assert_eq!(store.value(), None);
+
+    // A copy of the signed-out session cannot be brought back to life.
+    let mut v: serde_json::Value = serde_json::from_str(&blob).unwrap();
+    v["access_token"] = "not.a.token".into();
+    let copy = Arc::new(SharedStore::default());
+    copy.save(v.to_string()).unwrap();
+    let c2 = client(copy, &dir);
+    c2.restore_session().await.unwrap();
+    assert_eq!(
+        c2.send(quota_request(), None).await.unwrap_err(),
+        TetherError::SignedOut
+    );
+}
