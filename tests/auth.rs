@@ -173,12 +173,7 @@ async fn a_refresh_whose_response_is_lost_is_replayed_not_reused() {
     env.server
         .fault("/api/v1/auth/refresh", Fault::DropAfterHandling);
     c.send(quota_request(), None).await.unwrap();
-    let refreshes: Vec<_> = env
-        .server
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/api/v1/auth/refresh")
-        .collect();
+    let refreshes: Vec<_> = env.server.requests_to("/api/v1/auth/refresh");
     assert_eq!(refreshes.len(), 2);
     assert!(refreshes[0].idempotency_key.is_some());
     assert_eq!(refreshes[0].idempotency_key, refreshes[1].idempotency_key);
@@ -277,12 +272,7 @@ async fn sign_out_clears_locally_even_when_the_network_is_down() {
     c.sign_out().await.unwrap();
     assert_eq!(c.auth_state(), AuthState::SignedOut);
     assert_eq!(env.store.value(), None);
-    let signout: Vec<_> = env
-        .server
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/api/v1/auth/signout")
-        .collect();
+    let signout: Vec<_> = env.server.requests_to("/api/v1/auth/signout");
     assert_eq!(signout.len(), 1);
     assert!(signout[0].body.contains("refresh_token") && signout[0].bearer.is_some());
 
@@ -333,7 +323,8 @@ async fn tokens_never_appear_in_debug_display_errors_or_logs() {
     let mut seen = Vec::new();
     seen.push(format!("{c:?} {:?} {:?}", c.auth_state(), c.last_quota()));
     env.server.expire_access_tokens();
-    c.send(quota_request(), None).await.unwrap();
+    let reply = c.send(quota_request(), None).await.unwrap();
+    seen.push(format!("{reply:?} {:?} {:?}", env.config(), c.last_quota()));
     for fault in [
         Fault::Status {
             status: 401,

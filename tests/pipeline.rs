@@ -63,13 +63,7 @@ async fn retries_reuse_the_idempotency_key_after_a_503_and_a_reset() {
     env.server.fault("/api/v1/jobs", Fault::DropAfterHandling);
     let r = c.send(job_request(), None).await.unwrap();
     assert_eq!(r.status, 202);
-    let keys: Vec<_> = env
-        .server
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/api/v1/jobs")
-        .map(|r| r.idempotency_key)
-        .collect();
+    let keys = env.server.idempotency_keys("/api/v1/jobs");
     assert_eq!(keys.len(), 4);
     assert!(
         keys.iter().all(|k| k.is_some() && *k == keys[0]),
@@ -446,13 +440,7 @@ async fn a_truncated_body_is_retried_and_then_reported() {
     env.server.fault("/api/v1/jobs", Fault::TruncatedBody);
     let r = c.send(job_request(), None).await.unwrap();
     assert_eq!(r.status, 202);
-    let keys: Vec<_> = env
-        .server
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/api/v1/jobs")
-        .map(|r| r.idempotency_key)
-        .collect();
+    let keys = env.server.idempotency_keys("/api/v1/jobs");
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0], keys[1]);
     for _ in 0..4 {

@@ -139,10 +139,9 @@ async fn demo(verbose: bool) -> Result<(), TetherError> {
     let t = Instant::now();
     let reply = client.send(job_call(), None).await?;
     let keys: Vec<_> = server
-        .requests()
+        .idempotency_keys("/api/v1/jobs")
         .into_iter()
-        .filter(|r| r.path == "/api/v1/jobs")
-        .filter_map(|r| r.idempotency_key)
+        .flatten()
         .collect();
     println!("\n3. A metered call through a 503 (Retry-After: 1) and a connection lost after the server charged it:");
     println!(

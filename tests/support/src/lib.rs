@@ -215,7 +215,20 @@ impl TestServer {
         self.with(|s| s.log.clone())
     }
 
-    /// How many requests hit `path` (e.g. `/api/v1/auth/refresh`).
+    /// Every request to `path` (e.g. `/api/v1/auth/refresh`), in order.
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.with(|s| s.log.iter().filter(|r| r.path == path).cloned().collect())
+    }
+
+    /// The `Idempotency-Key` of every request to `path`, in order.
+    pub fn idempotency_keys(&self, path: &str) -> Vec<Option<String>> {
+        self.requests_to(path)
+            .into_iter()
+            .map(|r| r.idempotency_key)
+            .collect()
+    }
+
+    /// How many requests hit `path`.
     pub fn count(&self, path: &str) -> usize {
         self.with(|s| s.log.iter().filter(|r| r.path == path).count())
     }
