@@ -27,7 +27,15 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("demo") => match demo(args.iter().any(|a| a == "--verbose" || a == "-v")).await {
-            Ok(()) => 0,
+            Ok(problems) if problems.is_empty() => 0,
+            Ok(problems) => {
+                eprintln!(
+                    "demo: {} step(s) did not go as described:\n  {}",
+                    problems.len(),
+                    problems.join("\n  ")
+                );
+                1
+            }
             Err(e) => {
                 eprintln!("demo failed: {e}");
                 1
@@ -88,7 +96,15 @@ fn job_call() -> ApiRequest {
     }
 }
 
-async fn demo(verbose: bool) -> Result<(), TetherError> {
+/// Runs the walkthrough; returns the steps that did not go as the text says (so the test
+/// command can run the demo and fail loudly if it ever stops demonstrating what it claims).
+async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
+    let mut problems = Vec::new();
+    let mut expect = |ok: bool, what: &str| {
+        if !ok {
+            problems.push(what.to_string());
+        }
+    };
     let server = TestServer::start().await;
     let dir = std::env::temp_dir().join(format!("tether-demo-{}", std::process::id()));
     let store_path = dir.join("session.json");
@@ -153,6 +169,10 @@ async fn demo(verbose: bool) -> Result<(), TetherError> {
         reply.status,
         reply.body
     );
+    expect(
+        keys.len() == 3 && keys.windows(2).all(|w| w[0] == w[1]) && server.charges() == 1,
+        "step 3: three attempts with one key, charged once",
+    );
 
     server.expire_access_tokens();
     let before = server.count("/api/v1/auth/refresh");
@@ -170,11 +190,21 @@ async fn demo(verbose: bool) -> Result<(), TetherError> {
         "\n4. The server rejected the access token; 20 concurrent calls -> {ok} succeeded after {} refresh(es)",
         server.count("/api/v1/auth/refresh") - before
     );
+    expect(
+        ok == 20 && server.count("/api/v1/auth/refresh") - before == 1,
+        "step 4: 20 calls succeed after exactly one refresh",
+    );
 
     let next_launch = TetherClient::new(config.clone(), store.clone(), logger.clone())?;
-    println!(
-        "\n5. Next launch: restore_session() -> {:?}",
-        next_launch.restore_session().await?
+    let restored = next_launch.restore_session().await?;
+    println!("\n5. Next launch: restore_session() -> {restored:?}");
+    expect(
+        restored
+            == AuthState::SignedIn {
+                user_id: user.id.clone(),
+                anonymous: true,
+            },
+        "step 5: the same user restored",
     );
 
     server.set_quota_limit(q.limit.min(3));
@@ -195,11 +225,17 @@ async fn demo(verbose: bool) -> Result<(), TetherError> {
             plan_required.unwrap_or_default(),
             quota.map(|q| q.remaining).unwrap_or(0)
         ),
-        other => println!("\n6. expected PlanRequired, got {other:?}"),
+        other => expect(
+            false,
+            &format!("step 6: expected PlanRequired, got {other:?}"),
+        ),
     }
 
     next_launch.sign_out().await?;
-    assert_eq!(next_launch.auth_state(), AuthState::SignedOut);
+    expect(
+        next_launch.auth_state() == AuthState::SignedOut && !store_path.exists(),
+        "step 7: signed out, store cleared",
+    );
     println!(
         "\n7. sign_out() -> {:?}; store cleared: {}",
         next_launch.auth_state(),
@@ -209,9 +245,9 @@ async fn demo(verbose: bool) -> Result<(), TetherError> {
         Err(TetherError::SignedOut) => {
             println!("   a call now fails with SignedOut (route to sign-in)")
         }
-        other => println!("   unexpected: {other:?}"),
+        other => expect(false, &format!("step 7: expected SignedOut, got {other:?}")),
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("\ndone.");
-    Ok(())
+    Ok(problems)
 }
