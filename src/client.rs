@@ -157,10 +157,7 @@ impl TetherClient {
                 None => serde_json::json!({}),
             };
             let reply = api
-                .send(
-                    Request::post_json("auth/anonymous", body.to_string().into_bytes())
-                        .unauthenticated(),
-                )
+                .send(Request::post_json("auth/anonymous", body.to_string()).unauthenticated())
                 .await?;
             Ok(api.auth.adopt(&reply.body).await?)
         })
@@ -220,7 +217,7 @@ impl TetherClient {
                     HttpMethod::Delete => Method::DELETE,
                 },
                 path: request.path,
-                json_body: request.json_body.map(String::into_bytes),
+                json_body: request.json_body.map(Into::into),
                 authenticated: request.authenticated,
             };
             let reply = api.send(req).await?;

@@ -9,6 +9,7 @@ mod backoff;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::Method;
 use tokio::time::Instant;
 
@@ -24,16 +25,16 @@ pub struct Request {
     pub method: Method,
     /// Path under `/api/v1/`.
     pub path: String,
-    pub json_body: Option<Vec<u8>>,
+    pub json_body: Option<Bytes>,
     pub authenticated: bool,
 }
 
 impl Request {
-    pub fn post_json(path: &str, body: Vec<u8>) -> Self {
+    pub fn post_json(path: &str, body: impl Into<Bytes>) -> Self {
         Request {
             method: Method::POST,
             path: path.into(),
-            json_body: Some(body),
+            json_body: Some(body.into()),
             authenticated: true,
         }
     }

@@ -229,13 +229,11 @@ impl Auth {
             (inner.epoch, key)
         };
         tracing::debug!(target: "tether::auth", "refreshing the session");
-        let body = serde_json::json!({ "refresh_token": session.refresh_token })
-            .to_string()
-            .into_bytes();
+        let body = serde_json::json!({ "refresh_token": session.refresh_token }).to_string();
         let req = Outgoing {
             method: Method::POST,
             path: "auth/refresh".into(),
-            json_body: Some(body),
+            json_body: Some(body.into()),
             idempotency_key: Some(key),
             bearer: None,
         };
@@ -296,7 +294,7 @@ impl Auth {
                 json_body: Some(
                     serde_json::json!({ "refresh_token": s.refresh_token })
                         .to_string()
-                        .into_bytes(),
+                        .into(),
                 ),
                 idempotency_key: None,
                 bearer: Some(s.access_token.clone()),

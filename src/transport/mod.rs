@@ -7,6 +7,7 @@ mod clock;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -28,7 +29,8 @@ pub struct Outgoing {
     pub method: Method,
     /// Path under `/api/v1/`, e.g. `auth/refresh`.
     pub path: String,
-    pub json_body: Option<Vec<u8>>,
+    /// Shared, so a retry re-sends it without copying.
+    pub json_body: Option<Bytes>,
     pub idempotency_key: Option<String>,
     /// The access token, when the request is authenticated. Never logged.
     pub bearer: Option<String>,
