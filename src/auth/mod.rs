@@ -212,7 +212,10 @@ impl Auth {
     }
 
     async fn refresh(&self, stale: &str, deadline: Instant) -> Result<String> {
-        let _gate = self.gate.lock().await;
+        // Waiting for someone else's refresh counts against this caller's deadline too.
+        let _gate = tokio::time::timeout_at(deadline, self.gate.lock())
+            .await
+            .map_err(|_| Error::Timeout(crate::error::TimeoutKind::Total))?;
         let session = self.current()?;
         if session.access_token != stale
             && !session.needs_refresh(self.transport.clock.now_s(), self.skew_s)
