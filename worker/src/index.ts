@@ -36,9 +36,15 @@ export default {
       errorCode = err.code;
       res = err.toResponse();
     }
-    // Responses from storage or streams can have immutable headers: copy.
-    res = new Response(req.method === "HEAD" ? null : res.body, res);
-    res.headers.set("X-Request-ID", rc.requestId);
+    // Responses from storage or streams can have immutable headers: copy those (and
+    // HEAD answers, which drop the body); the usual freshly built one is used as is.
+    if (req.method === "HEAD") res = new Response(null, res);
+    try {
+      res.headers.set("X-Request-ID", rc.requestId);
+    } catch {
+      res = new Response(res.body, res);
+      res.headers.set("X-Request-ID", rc.requestId);
+    }
     // RFC 9110: an origin with a clock sends Date. Clients anchor token expiry and quota
     // resets to it; Cloudflare's edge adds one in production, workerd does not.
     if (!res.headers.has("Date")) res.headers.set("Date", new Date().toUTCString());

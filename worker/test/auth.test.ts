@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:test";
 import { api, freshTenant, postJson, signIn, type Session } from "./helpers";
-import { signAccessToken } from "../src/jwt";
+import { signAccessToken, verifyAccessToken } from "../src/jwt";
 
 const b64u = (s: string) => btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 
@@ -216,5 +216,19 @@ describe("access tokens", () => {
     const b = freshTenant();
     const s = await signIn(a);
     await expectInvalid(b, s.access_token);
+    // Also once its signature check is cached (after a successful use by tenant a).
+    expect((await api("/quota", { tenant: a, token: s.access_token })).status).toBe(200);
+    await expectInvalid(b, s.access_token);
+    expect((await api("/quota", { tenant: a, token: s.access_token })).status).toBe(200);
+  });
+
+  it("a cached verification still checks expiry and the secret", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { iss: "tether-worker", aud: "t", sub: "u_cache", sid: "f_c", iat: now, exp: now + 10, anon: true };
+    const token = await signAccessToken(claims, env.JWT_SECRET!);
+    expect(await verifyAccessToken(token, env.JWT_SECRET!, "t", now)).not.toBeNull();
+    expect(await verifyAccessToken(token, env.JWT_SECRET!, "t", now + 10)).toBeNull();
+    expect(await verifyAccessToken(token, "another-secret-that-is-at-least-32-chars", "t", now)).toBeNull();
+    expect(await verifyAccessToken(token, env.JWT_SECRET!, "other", now)).toBeNull();
   });
 });
