@@ -1,0 +1,523 @@
+/*
+ * Tether binding scenario, TypeScript on Node (run by bindings/node/run.sh).
+ *
+ * Runs the TypeScript API that uniffi-bindgen-react-native generates for the crate (the
+ * same API a React Native app gets through JSI), here in its N-API flavour: the
+ * generated code loads the real target/debug/libtether.so through @ubjs/node and talks
+ * to the contract server `tether serve`, which this program starts and scripts through
+ * its /__admin endpoints. Follows tests/scenario.md, plus what only JS has:
+ *
+ *   - every async method returns a real Promise, and the event loop keeps running while
+ *     Rust works (a JS timer fires during an in-flight call);
+ *   - 10 concurrent `send`s via Promise.all after expire-tokens -> one refresh;
+ *   - a JS AbortSignal cancels the Rust future: the promise rejects promptly, the held
+ *     HTTP request is abandoned (the server never completes the delayed job), and the
+ *     client keeps working;
+ *   - a CancelHandle cancels with TetherError.Cancelled;
+ *   - TokenStore, Logger and AuthListener are implemented in TypeScript.
+ *
+ *   npx tsx test/scenario.ts <path to the tether binary>
+ *
+ * The last line printed is `N passed, M failed`; the exit code is 1 if anything failed.
+ */
+import { spawn, type ChildProcessByStdio } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import type { Readable, Writable } from "node:stream";
+import { fileURLToPath } from "node:url";
+
+import "./ubrn-workaround.ts";
+
+import {
+  ApiRequest,
+  AuthState,
+  CancelHandle,
+  ClientConfig,
+  HttpMethod,
+  LogLevel,
+  RetryPolicy,
+  TetherClient,
+  TetherError,
+  TokenStoreError,
+  tetherVersion,
+  type AuthListener,
+  type Logger,
+  type TokenStore,
+} from "../generated/index.ts";
+
+// ---------------------------------------------------------------------------------------
+// Tiny harness
+
+let passed = 0;
+let failed = 0;
+
+function check(name: string, ok: boolean, detail: () => string = () => ""): void {
+  if (ok) {
+    passed++;
+    console.log(`ok    ${name}`);
+  } else {
+    failed++;
+    console.log(`FAIL  ${name} ${detail()}`);
+  }
+}
+
+const STEP_TIMEOUT_MS = 30_000;
+
+/** Runs a step; an unexpected exception or a hang fails it, and the scenario goes on. */
+async function step(name: string, body: () => Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`step timed out after ${STEP_TIMEOUT_MS} ms`)), STEP_TIMEOUT_MS);
+  });
+  try {
+    await Promise.race([body(), timeout]);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL  ${name}: unexpected ${describe(e)}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What `fn` threw (or the promise rejected with), or undefined if it succeeded. */
+async function thrown(fn: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await fn();
+    return undefined;
+  } catch (e) {
+    return e;
+  }
+}
+
+function describe(e: unknown): string {
+  if (e instanceof Error) return `${e.name}: ${e.message}`;
+  return String(e);
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `cond` (listener and logger calls arrive from Tether threads). */
+async function eventually(cond: () => boolean, ms = 5000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await sleep(10);
+  }
+  return cond();
+}
+
+const isSignedOutState = (s: AuthState) => AuthState.instanceOf(s) && AuthState.SignedOut.instanceOf(s);
+const isUnknownState = (s: AuthState) => AuthState.instanceOf(s) && AuthState.Unknown.instanceOf(s);
+const isSignedInAs = (s: AuthState, userId: string) =>
+  AuthState.instanceOf(s) && AuthState.SignedIn.instanceOf(s) && s.inner.userId === userId && s.inner.anonymous;
+const stateName = (s: AuthState | undefined) => (s === undefined ? "none" : s.tag);
+
+// ---------------------------------------------------------------------------------------
+// TypeScript implementations of the foreign traits
+
+/** What an app would back with the keychain / an encrypted store. */
+class MapTokenStore implements TokenStore {
+  value: string | undefined = undefined;
+  saves = 0;
+  clears = 0;
+  load(): string | undefined {
+    return this.value;
+  }
+  save(value: string): void {
+    this.saves++;
+    this.value = value;
+  }
+  clear(): void {
+    this.clears++;
+    this.value = undefined;
+  }
+}
+
+/** A store that is never available (a locked keychain). */
+class LockedTokenStore implements TokenStore {
+  clears = 0;
+  load(): string | undefined {
+    throw new TokenStoreError.Unavailable({ detail: "keychain locked" });
+  }
+  save(_value: string): void {
+    throw new TokenStoreError.Unavailable({ detail: "keychain locked" });
+  }
+  clear(): void {
+    this.clears++;
+    throw new TokenStoreError.Unavailable({ detail: "keychain locked" });
+  }
+}
+
+class RecordingListener implements AuthListener {
+  states: AuthState[] = [];
+  refreshed: string[] = [];
+  onStateChanged(state: AuthState): void {
+    this.states.push(state);
+  }
+  onSessionRefreshed(userId: string): void {
+    this.refreshed.push(userId);
+  }
+}
+
+class RecordingLogger implements Logger {
+  lines: string[] = [];
+  log(level: LogLevel, target: string, message: string): void {
+    this.lines.push(`${LogLevel[level]} ${target} ${message}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The contract server (`tether serve`) and its admin endpoints
+
+class ContractServer {
+  private constructor(
+    private readonly proc: ChildProcessByStdio<Writable, Readable, null>,
+    readonly url: string,
+  ) {}
+
+  static async start(binary: string): Promise<ContractServer> {
+    const proc = spawn(binary, ["serve"], { stdio: ["pipe", "pipe", "inherit"] });
+    const lines = createInterface({ input: proc.stdout });
+    const first = await new Promise<string>((resolveLine, reject) => {
+      lines.once("line", resolveLine);
+      proc.once("error", reject);
+      proc.once("exit", (code) => reject(new Error(`tether serve exited (${code}) without printing its address`)));
+    });
+    lines.close();
+    proc.stdout.resume(); // keep draining anything else it prints
+    const m = /^listening (http:\/\/\S+)$/.exec(first.trim());
+    if (!m) throw new Error(`unexpected first line from tether serve: ${first}`);
+    return new ContractServer(proc, m[1]!);
+  }
+
+  async admin(command: string, body: object = {}): Promise<Record<string, unknown>> {
+    const resp = await fetch(`${this.url}/__admin/${command}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const text = await resp.text();
+    if (resp.status !== 200) throw new Error(`admin ${command} -> ${resp.status} ${text}`);
+    return JSON.parse(text) as Record<string, unknown>;
+  }
+
+  async count(path: string): Promise<number> {
+    const r = await this.admin("count", { path });
+    if (typeof r.count !== "number") throw new Error(`no count in ${JSON.stringify(r)}`);
+    return r.count;
+  }
+
+  /** Closing stdin makes the server exit. */
+  async close(): Promise<void> {
+    if (this.proc.exitCode !== null) return;
+    const exited = new Promise<void>((r) => this.proc.once("exit", () => r()));
+    this.proc.stdin.end();
+    const t = setTimeout(() => this.proc.kill("SIGKILL"), 3000);
+    await exited;
+    clearTimeout(t);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+const quotaCall = ApiRequest.create({ method: HttpMethod.Get, path: "quota" });
+const jobCall = ApiRequest.create({
+  method: HttpMethod.Post,
+  path: "jobs",
+  jsonBody: JSON.stringify({ kind: "transcribe", input: { media: "node-test.m4a" } }),
+});
+
+async function scenario(server: ContractServer, dataDir: string): Promise<void> {
+  // Short backoff so the scenario does not wait on retries it does not test.
+  const config = ClientConfig.create({
+    baseUrl: server.url,
+    clientId: "node-scenario",
+    dataDir,
+    retry: RetryPolicy.create({ maxAttempts: 3, baseDelayMs: 50n, maxDelayMs: 200n, maxRetryAfterS: 2n }),
+    userAgentSuffix: "NodeScenario/1.0",
+  });
+
+  await step("library version", async () => {
+    const v = tetherVersion();
+    check("tetherVersion() is a version", /^\d+\.\d+\.\d+/.test(v), () => v);
+  });
+
+  await step("config validation", async () => {
+    const e = await thrown(async () => new TetherClient({ ...config, baseUrl: "http://example.com" }, new MapTokenStore()));
+    check(
+      "http:// for a public host -> TetherError.Config at construction",
+      TetherError.instanceOf(e) && TetherError.Config.instanceOf(e),
+      () => `got ${describe(e)}`,
+    );
+    const e2 = await thrown(async () => new TetherClient({ ...config, clientId: " " }, new MapTokenStore()));
+    check(
+      "blank clientId -> TetherError.Config",
+      TetherError.instanceOf(e2) && TetherError.Config.instanceOf(e2),
+      () => `got ${describe(e2)}`,
+    );
+  });
+
+  const store = new MapTokenStore();
+  const logger = new RecordingLogger();
+  const listener = new RecordingListener();
+  const client = new TetherClient(config, store, logger);
+  const subscription = client.addAuthListener(listener);
+  let userId = "";
+
+  await step("restore on first launch", async () => {
+    check("authState() before restore is Unknown", isUnknownState(client.authState()), () => stateName(client.authState()));
+    const p = client.restoreSession();
+    check("restoreSession() returns a Promise", p instanceof Promise);
+    const s = await p;
+    check("restoreSession() with an empty store -> SignedOut", isSignedOutState(s), () => stateName(s));
+    check(
+      "listener hears SignedOut",
+      await eventually(() => listener.states.length > 0 && isSignedOutState(listener.states.at(-1)!)),
+      () => listener.states.map(stateName).join(","),
+    );
+  });
+
+  await step("anonymous sign-in", async () => {
+    const p = client.signInAnonymously("device-node-1");
+    check("signInAnonymously() returns a Promise", p instanceof Promise);
+    const user = await p;
+    userId = user.id;
+    check("-> an anonymous user", user.anonymous && user.id.startsWith("u_"), () => JSON.stringify(user));
+    check(
+      "the TypeScript TokenStore received the session",
+      store.saves === 1 && store.value !== undefined && store.value.includes(user.id) && store.value.includes("refresh_token"),
+      () => `saves=${store.saves}`,
+    );
+    check("authState() is SignedIn", isSignedInAs(client.authState(), user.id), () => stateName(client.authState()));
+    check(
+      "listener hears SignedIn",
+      await eventually(() => listener.states.length > 0 && isSignedInAs(listener.states.at(-1)!, user.id)),
+      () => listener.states.map(stateName).join(","),
+    );
+  });
+
+  await step("send GET quota", async () => {
+    const p = client.send(quotaCall);
+    check("send() returns a Promise", p instanceof Promise);
+    const r = await p;
+    check("GET quota -> 200 JSON naming the plan", r.status === 200 && JSON.parse(r.body).plan === "free", () => r.body);
+    check("response carries the request id", r.requestId?.startsWith("req-") === true, () => `${r.requestId}`);
+    const q = client.lastQuota();
+    check("lastQuota() filled in from the headers", q !== undefined && q.plan === "free" && q.limit === 50n, () => `${q?.plan} ${q?.limit}`);
+  });
+
+  await step("expired tokens + 10 concurrent calls -> one refresh", async () => {
+    const oldToken = await client.accessToken();
+    await server.admin("expire-tokens");
+    const before = await server.count("/api/v1/auth/refresh");
+    const calls = Array.from({ length: 10 }, () => client.send(quotaCall));
+    check("all 10 calls are Promises", calls.every((c) => c instanceof Promise));
+    const results = await Promise.all(calls);
+    const refreshes = (await server.count("/api/v1/auth/refresh")) - before;
+    check(
+      "all 10 concurrent calls -> 200",
+      results.length === 10 && results.every((r) => r.status === 200),
+      () => results.map((r) => r.status).join(","),
+    );
+    check("exactly 1 refresh for 10 callers", refreshes === 1, () => `refreshes=${refreshes}`);
+    check("listener told of the rotation", await eventually(() => listener.refreshed.includes(userId)), () => listener.refreshed.join(","));
+    const newToken = await client.accessToken();
+    check("accessToken() is the rotated token", newToken !== oldToken && newToken.length > 20);
+    check(
+      "the rotated session was saved",
+      store.saves === 2 && store.value?.includes(newToken) === true,
+      () => `saves=${store.saves}`,
+    );
+  });
+
+  await step("next launch restores the session", async () => {
+    const second = new TetherClient({ ...config, dataDir: join(dataDir, "next-launch") }, store);
+    try {
+      const s = await second.restoreSession();
+      check("a second client on the same store -> SignedIn", isSignedInAs(s, userId), () => stateName(s));
+    } finally {
+      second.uniffiDestroy();
+    }
+  });
+
+  await step("a 503 with Retry-After: 0 is retried", async () => {
+    const before = await server.count("/api/v1/jobs");
+    await server.admin("fault", { path: "/api/v1/jobs", status: 503, retry_after: 0 });
+    const r = await client.send(jobCall);
+    const attempts = (await server.count("/api/v1/jobs")) - before;
+    check("503 then 202, transparently", r.status === 202 && r.body.includes("job_id"), () => `${r.status} ${r.body}`);
+    check("...in 2 attempts", attempts === 2, () => `attempts=${attempts}`);
+  });
+
+  await step("AbortSignal cancels the Rust future", async () => {
+    // Reference point: the quota left before the aborted job.
+    await client.send(quotaCall);
+    const remainingBefore = client.lastQuota()?.remaining;
+    const jobsBefore = await server.count("/api/v1/jobs");
+
+    await server.admin("fault", { path: "/api/v1/jobs", kind: "delay", ms: 3000 });
+    const ac = new AbortController();
+    const start = Date.now();
+    const p = client.send(jobCall, undefined, { signal: ac.signal });
+    check("send(req, undefined, { signal }) returns a Promise", p instanceof Promise);
+    let ticks = 0;
+    const tick = setInterval(() => ticks++, 10);
+    setTimeout(() => ac.abort(), 100);
+    const e = await thrown(() => p);
+    const ms = Date.now() - start;
+    clearInterval(tick);
+    check("abort() after 100 ms -> the promise rejects", e !== undefined, () => "it resolved");
+    check(
+      "...with the runtime's AbortError (not a TetherError)",
+      e instanceof Error && e.name === "AbortError" && !TetherError.instanceOf(e),
+      () => describe(e),
+    );
+    check("...promptly, well before the server's 3 s delay", ms < 1000, () => `${ms} ms`);
+    check("the JS event loop kept running meanwhile", ticks >= 5, () => `ticks=${ticks}`);
+    const reached = (await server.count("/api/v1/jobs")) - jobsBefore;
+    check("the job request had reached the server (it was in flight)", reached === 1, () => `requests=${reached}`);
+
+    // The Rust future was dropped, so its HTTP request was abandoned and the server's
+    // delayed handler never created the job: the quota is unchanged once the delay is
+    // over. (Had only the JS promise been rejected, the job would be counted.)
+    await sleep(Math.max(0, start + 3600 - Date.now()));
+    const after = await client.send(quotaCall);
+    check("a following call on the same client succeeds", after.status === 200, () => `${after.status}`);
+    const remainingAfter = client.lastQuota()?.remaining;
+    check(
+      "the aborted job was never completed on the server (quota unchanged after the delay)",
+      remainingBefore !== undefined && remainingAfter === remainingBefore,
+      () => `before=${remainingBefore} after=${remainingAfter}`,
+    );
+    const attempts = (await server.count("/api/v1/jobs")) - jobsBefore;
+    check("...and it was not retried", attempts === 1, () => `requests=${attempts}`);
+
+    const pre = new AbortController();
+    pre.abort();
+    const e2 = await thrown(() => client.send(quotaCall, undefined, { signal: pre.signal }));
+    check("an already-aborted signal rejects at once", e2 instanceof Error && e2.name === "AbortError", () => describe(e2));
+  });
+
+  await step("CancelHandle cancels a held call", async () => {
+    await server.admin("fault", { path: "/api/v1/quota", kind: "delay", ms: 3000 });
+    const handle = new CancelHandle();
+    const start = Date.now();
+    const p = client.send(quotaCall, handle);
+    setTimeout(() => handle.cancel(), 100);
+    const e = await thrown(() => p);
+    const ms = Date.now() - start;
+    check(
+      "cancelled call -> TetherError.Cancelled",
+      TetherError.instanceOf(e) && TetherError.Cancelled.instanceOf(e),
+      () => `got ${describe(e)}`,
+    );
+    check("...promptly, not after the server's 3 s", ms < 1000, () => `${ms} ms`);
+    check("handle.isCancelled()", handle.isCancelled());
+    const e2 = await thrown(() => client.send(quotaCall, handle));
+    check(
+      "an already-cancelled handle cancels the next call too",
+      TetherError.instanceOf(e2) && TetherError.Cancelled.instanceOf(e2),
+      () => `got ${describe(e2)}`,
+    );
+    handle.uniffiDestroy();
+    const after = await client.send(quotaCall);
+    check("the client still works afterwards", after.status === 200, () => `${after.status}`);
+  });
+
+  await step("quota used up -> PlanRequired", async () => {
+    await server.admin("quota-limit", { limit: 1 });
+    const e = await thrown(() => client.send(jobCall));
+    check(
+      "a metered call -> TetherError.PlanRequired with planRequired \"pro\"",
+      TetherError.instanceOf(e) && TetherError.PlanRequired.instanceOf(e) && e.inner.planRequired === "pro",
+      () => `got ${describe(e)}`,
+    );
+    if (TetherError.instanceOf(e) && TetherError.PlanRequired.instanceOf(e)) {
+      check("PlanRequired carries the quota (0 remaining)", e.inner.quota?.remaining === 0n, () => `${e.inner.quota?.remaining}`);
+    }
+    await server.admin("quota-limit", { limit: 50 });
+  });
+
+  await step("logs never contain tokens", async () => {
+    const access = await client.accessToken();
+    const refresh = /"refresh_token"\s*:\s*"([^"]+)"/.exec(store.value ?? "")?.[1];
+    const lines = logger.lines;
+    check("the TypeScript Logger received Tether's log lines", lines.length > 3 && lines.some((l) => l.includes("tether::")), () => `${lines.length} lines`);
+    check("a log line mentions the sign-in", lines.some((l) => l.includes("signed in")), () => lines.slice(0, 5).join(" | "));
+    check("no log line contains the access token", access.length > 20 && !lines.some((l) => l.includes(access) || l.includes(access.slice(-16))));
+    check(
+      "no log line contains the refresh token",
+      refresh !== undefined && refresh.length > 8 && !lines.some((l) => l.includes(refresh)),
+      () => `refresh token found in the store: ${refresh !== undefined}`,
+    );
+  });
+
+  await step("sign out", async () => {
+    const p = client.signOut();
+    check("signOut() returns a Promise", p instanceof Promise);
+    await p;
+    check("authState() after signOut -> SignedOut", isSignedOutState(client.authState()), () => stateName(client.authState()));
+    check("the TokenStore was cleared", store.value === undefined && store.clears >= 1, () => `clears=${store.clears}`);
+    check(
+      "listener hears SignedOut",
+      await eventually(() => isSignedOutState(listener.states.at(-1)!)),
+      () => listener.states.map(stateName).join(","),
+    );
+    const e = await thrown(() => client.send(quotaCall));
+    check(
+      "a call after sign-out -> TetherError.SignedOut",
+      TetherError.instanceOf(e) && TetherError.SignedOut.instanceOf(e),
+      () => `got ${describe(e)}`,
+    );
+    const e2 = await thrown(() => client.accessToken());
+    check(
+      "accessToken() after sign-out -> TetherError.SignedOut",
+      TetherError.instanceOf(e2) && TetherError.SignedOut.instanceOf(e2),
+      () => `got ${describe(e2)}`,
+    );
+  });
+
+  await step("a locked TokenStore", async () => {
+    const locked = new LockedTokenStore();
+    const broken = new TetherClient({ ...config, dataDir: join(dataDir, "locked") }, locked);
+    try {
+      const e = await thrown(() => broken.restoreSession());
+      check(
+        "restoreSession() -> TetherError.Storage naming the cause",
+        TetherError.instanceOf(e) && TetherError.Storage.instanceOf(e) && e.inner.detail.includes("keychain locked"),
+        () => `got ${describe(e)}`,
+      );
+      check("authState() stays Unknown (not signed out)", isUnknownState(broken.authState()), () => stateName(broken.authState()));
+      check("the store was never cleared", locked.clears === 0, () => `clears=${locked.clears}`);
+    } finally {
+      broken.uniffiDestroy();
+    }
+  });
+
+  subscription.cancel();
+  client.uniffiDestroy();
+}
+
+async function main(): Promise<void> {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const binary = process.argv[2] ?? resolve(here, "../../../target/debug/tether");
+  const dataDir = mkdtempSync(join(tmpdir(), "tether-node-"));
+  let server: ContractServer | undefined;
+  try {
+    server = await ContractServer.start(binary);
+    await scenario(server, dataDir);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL  scenario aborted: ${describe(e)}`);
+  } finally {
+    await server?.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+  console.log(`${passed} passed, ${failed} failed`);
+  // Exit explicitly: the native runtime may hold (unref'd) handles.
+  process.exit(failed === 0 && passed > 0 ? 0 : 1);
+}
+
+await main();
