@@ -66,22 +66,8 @@ pub struct TetherClient {
     first_byte: Duration,
 }
 
-impl std::fmt::Debug for TetherClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TetherClient")
-            .field("auth_state", &self.auth.state())
-            .finish_non_exhaustive()
-    }
-}
-
-#[uniffi::export]
 impl TetherClient {
-    /// Creates the client. Fails with `Config` if the configuration is invalid (for
-    /// example `http://` for a non-loopback host, a relative URL or a zero timeout) and
-    /// with `Storage` if `data_dir` cannot be created. Does no network I/O; call
-    /// `restore_session()` next to load the saved session.
-    #[uniffi::constructor(default(logger = None))]
-    pub fn new(
+    fn build(
         config: ClientConfig,
         token_store: Arc<dyn TokenStore>,
         logger: Option<Arc<dyn Logger>>,
@@ -104,7 +90,7 @@ impl TetherClient {
         let auth = Arc::new(Auth::new(
             transport.clone(),
             token_store,
-            config.refresh_skew_s,
+            config.refresh_skew_s.into(),
         ));
         let quota = Arc::new(LatestQuota::default());
         let api = Arc::new(Api::new(
@@ -112,16 +98,49 @@ impl TetherClient {
             auth.clone(),
             quota.clone(),
             config.retry.clone(),
-            Duration::from_millis(config.timeouts.total_ms),
-            config.max_response_bytes,
+            Duration::from_millis(config.timeouts.total_ms.into()),
+            config.max_response_bytes.into(),
         ));
         Ok(Arc::new(TetherClient {
             api,
             auth,
             quota,
             dispatch: logging::dispatch(logger),
-            first_byte: Duration::from_millis(config.timeouts.first_byte_ms),
+            first_byte: Duration::from_millis(config.timeouts.first_byte_ms.into()),
         }))
+    }
+}
+
+impl std::fmt::Debug for TetherClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TetherClient")
+            .field("auth_state", &self.auth.state())
+            .finish_non_exhaustive()
+    }
+}
+
+#[uniffi::export]
+impl TetherClient {
+    /// Creates the client. Fails with `Config` if the configuration is invalid (for
+    /// example `http://` for a non-loopback host, a relative URL or a zero timeout) and
+    /// with `Storage` if `data_dir` cannot be created. Does no network I/O; call
+    /// `restore_session()` next to load the saved session.
+    #[uniffi::constructor]
+    pub fn new(
+        config: ClientConfig,
+        token_store: Arc<dyn TokenStore>,
+    ) -> Result<Arc<Self>, TetherError> {
+        Self::build(config, token_store, None)
+    }
+
+    /// Like `new`, with Tether's log records sent to `logger` (os_log, Logcat, console).
+    #[uniffi::constructor]
+    pub fn with_logger(
+        config: ClientConfig,
+        token_store: Arc<dyn TokenStore>,
+        logger: Arc<dyn Logger>,
+    ) -> Result<Arc<Self>, TetherError> {
+        Self::build(config, token_store, Some(logger))
     }
 
     /// The current auth state, from memory (no I/O). `Unknown` until `restore_session()`.

@@ -9,23 +9,25 @@ use url::Url;
 
 use crate::error::{Error, Result};
 
-/// Deadlines, in milliseconds. Zero is invalid for every one of them.
+/// Deadlines, in milliseconds. Zero is invalid for every one of them. (`u32` throughout
+/// the public records: plain numbers in TypeScript, and 49 days of milliseconds is room
+/// enough.)
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct Timeouts {
     /// TCP + TLS connection set-up.
     #[uniffi(default = 10000)]
-    pub connect_ms: u64,
+    pub connect_ms: u32,
     /// From sending a request until the response headers arrive. Longer than the
     /// backend's own deadline for a cold container (the contract's 2-3 s) by design.
     #[uniffi(default = 30000)]
-    pub first_byte_ms: u64,
+    pub first_byte_ms: u32,
     /// The longest silence allowed between two chunks of a response body or stream.
     /// The contract's keep-alive comes every 15 s, so the default leaves room for one miss.
     #[uniffi(default = 35000)]
-    pub idle_ms: u64,
+    pub idle_ms: u32,
     /// The whole logical request, every retry and backoff included.
     #[uniffi(default = 120000)]
-    pub total_ms: u64,
+    pub total_ms: u32,
 }
 
 impl Default for Timeouts {
@@ -49,14 +51,14 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// The backoff ceiling of the first retry; doubled for each further one.
     #[uniffi(default = 250)]
-    pub base_delay_ms: u64,
+    pub base_delay_ms: u32,
     /// The largest backoff ceiling.
     #[uniffi(default = 8000)]
-    pub max_delay_ms: u64,
+    pub max_delay_ms: u32,
     /// The longest `Retry-After` the client will wait inside one call. A longer hint
     /// ends the call with the error (e.g. `RateLimited { retry_after_s }`) instead.
     #[uniffi(default = 30)]
-    pub max_retry_after_s: u64,
+    pub max_retry_after_s: u32,
 }
 
 impl Default for RetryPolicy {
@@ -90,10 +92,10 @@ pub struct ClientConfig {
     pub user_agent_suffix: Option<String>,
     /// Refresh the access token this many seconds before it expires.
     #[uniffi(default = 60)]
-    pub refresh_skew_s: u64,
+    pub refresh_skew_s: u32,
     /// The largest JSON response body the client reads into memory.
     #[uniffi(default = 1048576)]
-    pub max_response_bytes: u64,
+    pub max_response_bytes: u32,
 }
 
 impl ClientConfig {
@@ -195,7 +197,7 @@ impl ClientConfig {
     }
 
     pub(crate) fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.timeouts.connect_ms)
+        Duration::from_millis(self.timeouts.connect_ms.into())
     }
 }
 

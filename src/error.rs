@@ -151,19 +151,19 @@ pub enum TetherError {
     /// Wait `retry_after_s` seconds before trying again.
     #[error("rate limited (retry after {retry_after_s:?} s)")]
     RateLimited {
-        retry_after_s: Option<u64>,
+        retry_after_s: Option<u32>,
         request_id: Option<String>,
     },
     /// The request body is over the server's limit. Do not retry as is.
     #[error("payload too large (max {max_bytes:?} bytes)")]
     PayloadTooLarge {
-        max_bytes: Option<u64>,
+        max_bytes: Option<u32>,
         request_id: Option<String>,
     },
     /// The response body was over the client's cap (`ClientConfig::max_response_bytes`);
     /// it was not read into memory.
     #[error("response too large (over {limit_bytes} bytes)")]
-    ResponseTooLarge { limit_bytes: u64 },
+    ResponseTooLarge { limit_bytes: u32 },
     /// The media type is not accepted (image format). Do not retry as is.
     #[error("unsupported media type: {detail}")]
     UnsupportedMedia {
@@ -222,14 +222,18 @@ impl From<Error> for TetherError {
             },
             Error::Cancelled => TetherError::Cancelled,
             Error::SignedOut => TetherError::SignedOut,
-            Error::ResponseTooLarge { limit } => {
-                TetherError::ResponseTooLarge { limit_bytes: limit }
-            }
+            Error::ResponseTooLarge { limit } => TetherError::ResponseTooLarge {
+                limit_bytes: saturate(limit),
+            },
             Error::Decode(detail) => TetherError::Decode { detail },
             Error::Storage(detail) => TetherError::Storage { detail },
             Error::Http(f) => from_http(*f),
         }
     }
+}
+
+fn saturate(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn from_http(f: HttpFailure) -> TetherError {
@@ -252,12 +256,12 @@ fn from_http(f: HttpFailure) -> TetherError {
         },
         403 => TetherError::Forbidden { detail, request_id },
         413 => TetherError::PayloadTooLarge {
-            max_bytes,
+            max_bytes: max_bytes.map(saturate),
             request_id,
         },
         415 => TetherError::UnsupportedMedia { detail, request_id },
         429 => TetherError::RateLimited {
-            retry_after_s: retry_after.map(|d| d.as_secs()),
+            retry_after_s: retry_after.map(|d| saturate(d.as_secs())),
             request_id,
         },
         400 | 404 | 409 | 422 => TetherError::InvalidInput {

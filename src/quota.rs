@@ -15,9 +15,9 @@ pub struct Quota {
     /// The plan's name (`X-Plan`), e.g. `"free"`; empty when the server did not say.
     pub plan: String,
     /// Metered calls allowed per window.
-    pub limit: u64,
+    pub limit: u32,
     /// Metered calls left in this window.
-    pub remaining: u64,
+    pub remaining: u32,
     /// When the window resets, RFC 3339 UTC, when known.
     pub reset_at: Option<String>,
 }
@@ -32,8 +32,9 @@ pub trait QuotaObserver: Send + Sync {
 /// the contract says such a response leaves the state unchanged.
 pub(crate) fn from_headers(headers: &HeaderMap, server_now_s: i64) -> Option<Quota> {
     let num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
-    let limit = num("ratelimit-limit")?;
-    let remaining = num("ratelimit-remaining")?;
+    let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    let limit = count(num("ratelimit-limit")?);
+    let remaining = count(num("ratelimit-remaining")?);
     let reset_at = num("ratelimit-reset")
         .and_then(|s| i64::try_from(s).ok())
         .map(|s| rfc3339(server_now_s.saturating_add(s)));

@@ -110,7 +110,7 @@ async fn a_reused_refresh_token_signs_out() {
     let store2 = Arc::new(SharedStore::default());
     use tether::TokenStore;
     store2.save(stale_copy).unwrap();
-    let c2 = TetherClient::new(env.config(), store2.clone(), None).unwrap();
+    let c2 = TetherClient::new(env.config(), store2.clone()).unwrap();
     c2.restore_session().await.unwrap();
     env.server.expire_access_tokens();
     let err = c2.send(quota_request(), None).await.unwrap_err();

@@ -21,7 +21,7 @@ fn url() -> String {
 fn client(store: Arc<SharedStore>, dir: &tempfile::TempDir) -> Arc<TetherClient> {
     let mut cfg = config(&url(), dir);
     cfg.client_id = "dev.tether.e2e".into();
-    TetherClient::new(cfg, store, None).unwrap()
+    TetherClient::new(cfg, store).unwrap()
 }
 
 #[tokio::test]

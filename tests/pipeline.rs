@@ -353,7 +353,6 @@ async fn a_dead_network_is_a_network_error() {
     let c = TetherClient::new(
         config(&format!("http://127.0.0.1:{port}"), &dir),
         tether::in_memory_token_store(),
-        None,
     )
     .unwrap();
     c.restore_session().await.unwrap();
@@ -397,14 +396,14 @@ async fn invalid_config_and_input_are_typed_errors() {
         "example.com/api",
         "ftp://127.0.0.1",
     ] {
-        let err = TetherClient::new(config(url, &dir), tether::in_memory_token_store(), None)
-            .unwrap_err();
+        let err =
+            TetherClient::new(config(url, &dir), tether::in_memory_token_store()).unwrap_err();
         assert!(matches!(err, TetherError::Config { .. }), "{url}: {err:?}");
     }
     let mut cfg: ClientConfig = config("https://api.example.com", &dir);
     cfg.timeouts.total_ms = 0;
     assert!(matches!(
-        TetherClient::new(cfg, tether::in_memory_token_store(), None),
+        TetherClient::new(cfg, tether::in_memory_token_store()),
         Err(TetherError::Config { .. })
     ));
 
@@ -461,10 +460,10 @@ impl tether::Logger for PanickingLogger {
 #[tokio::test]
 async fn a_throwing_logger_does_not_break_calls() {
     let env = Env::new().await;
-    let c = TetherClient::new(
+    let c = TetherClient::with_logger(
         env.config(),
         env.store.clone(),
-        Some(std::sync::Arc::new(PanickingLogger)),
+        std::sync::Arc::new(PanickingLogger),
     )
     .unwrap();
     c.restore_session().await.unwrap();

@@ -101,7 +101,7 @@ async def scenario(url, data_dir):
 
     store, logs, events = DictStore(), Lines(), Events()
     cfg = tether.ClientConfig(base_url=url, client_id="py-app", data_dir=data_dir)
-    client = tether.TetherClient(cfg, store, logs)
+    client = tether.TetherClient.with_logger(cfg, store, logs)
     sub = client.add_auth_listener(events)
     check("state starts Unknown", client.auth_state().is_unknown(), repr(client.auth_state()))
     state = await client.restore_session()

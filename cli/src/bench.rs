@@ -46,7 +46,7 @@ async fn main() {
     let server = TestServer::start().await;
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     let config = ClientConfig::new(server.url(), "bench", dir.to_string_lossy());
-    let client = TetherClient::new(config.clone(), tether::in_memory_token_store(), None).unwrap();
+    let client = TetherClient::new(config.clone(), tether::in_memory_token_store()).unwrap();
     client.restore_session().await.unwrap();
     client.sign_in_anonymously(None, None).await.unwrap();
     let token = client.access_token(None).await.unwrap();
@@ -133,7 +133,7 @@ async fn main() {
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for round in 0..=ROUNDS * 4 {
         let t = Instant::now();
-        let c = TetherClient::new(config.clone(), tether::in_memory_token_store(), None).unwrap();
+        let c = TetherClient::new(config.clone(), tether::in_memory_token_store()).unwrap();
         let a = t.elapsed().as_secs_f64() * 1e6;
         drop(c);
         let t = Instant::now();

@@ -78,6 +78,20 @@ async fn serve(port: u16) {
     drop(server);
 }
 
+/// One app launch: a client on the demo's config and token store (with the stderr
+/// logger when `--verbose`).
+fn launch(
+    config: &ClientConfig,
+    store: &Arc<dyn tether::TokenStore>,
+    verbose: bool,
+) -> Result<Arc<TetherClient>, TetherError> {
+    if verbose {
+        TetherClient::with_logger(config.clone(), store.clone(), Arc::new(StderrLogger))
+    } else {
+        TetherClient::new(config.clone(), store.clone())
+    }
+}
+
 fn quota_call() -> ApiRequest {
     ApiRequest {
         method: HttpMethod::Get,
@@ -109,11 +123,6 @@ async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
     let dir = std::env::temp_dir().join(format!("tether-demo-{}", std::process::id()));
     let store_path = dir.join("session.json");
     let config = ClientConfig::new(server.url(), "tether-demo", dir.to_string_lossy());
-    let logger: Option<Arc<dyn Logger>> = if verbose {
-        Some(Arc::new(StderrLogger))
-    } else {
-        None
-    };
     let store = tether::file_token_store(store_path.to_string_lossy().into());
 
     println!("Tether {} demo", tether::tether_version());
@@ -121,7 +130,7 @@ async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
         "backend: embedded local contract server at {} (stand-in for the reference Worker)",
         server.url()
     );
-    let client = TetherClient::new(config.clone(), store.clone(), logger.clone())?;
+    let client = launch(&config, &store, verbose)?;
     println!(
         "\n1. First launch: restore_session() -> {:?}",
         client.restore_session().await?
@@ -195,7 +204,7 @@ async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
         "step 4: 20 calls succeed after exactly one refresh",
     );
 
-    let next_launch = TetherClient::new(config.clone(), store.clone(), logger.clone())?;
+    let next_launch = launch(&config, &store, verbose)?;
     let restored = next_launch.restore_session().await?;
     println!("\n5. Next launch: restore_session() -> {restored:?}");
     expect(
@@ -207,7 +216,7 @@ async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
         "step 5: the same user restored",
     );
 
-    server.set_quota_limit(q.limit.min(3));
+    server.set_quota_limit(u64::from(q.limit.min(3)));
     let mut paywall = None;
     for _ in 0..10 {
         if let Err(e) = next_launch.send(job_call(), None).await {

@@ -11,7 +11,7 @@ pub fn full_jitter(policy: &RetryPolicy, attempt: u32) -> Duration {
         .base_delay_ms
         .saturating_mul(1 << exp)
         .min(policy.max_delay_ms);
-    Duration::from_millis(fastrand::u64(0..=ceiling))
+    Duration::from_millis(fastrand::u32(0..=ceiling).into())
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ impl Api {
                 return Err(err);
             }
             let wait = match err.retry_after() {
-                Some(hint) if hint > Duration::from_secs(self.retry.max_retry_after_s) => {
+                Some(hint) if hint > Duration::from_secs(self.retry.max_retry_after_s.into()) => {
                     return Err(err)
                 }
                 Some(hint) => hint,

@@ -82,8 +82,8 @@ impl Transport {
             })?,
             client_id: HeaderValue::from_str(config.client_id.trim())
                 .map_err(|_| Error::Config("client_id is not a valid header value".into()))?,
-            first_byte: Duration::from_millis(config.timeouts.first_byte_ms),
-            idle: Duration::from_millis(config.timeouts.idle_ms),
+            first_byte: Duration::from_millis(config.timeouts.first_byte_ms.into()),
+            idle: Duration::from_millis(config.timeouts.idle_ms.into()),
             clock: ServerClock::default(),
             on_clock_change: std::sync::OnceLock::new(),
         })
@@ -240,6 +240,10 @@ fn classify(e: &reqwest::Error) -> Error {
     }
 }
 
+fn saturate(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 pub fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-request-id")
@@ -313,8 +317,8 @@ pub(crate) fn decode_failure(status: StatusCode, headers: &HeaderMap, body: &[u8
             b.plan_required,
             b.quota.map(|q| Quota {
                 plan: q.plan.unwrap_or_default(),
-                limit: q.limit,
-                remaining: q.remaining,
+                limit: saturate(q.limit),
+                remaining: saturate(q.remaining),
                 reset_at: q.reset_at,
             }),
             b.max_bytes,

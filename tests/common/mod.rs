@@ -56,7 +56,7 @@ impl Env {
     }
 
     pub fn client_with(&self, config: ClientConfig) -> Arc<TetherClient> {
-        TetherClient::new(config, self.store.clone(), Some(self.logs.clone())).unwrap()
+        TetherClient::with_logger(config, self.store.clone(), self.logs.clone()).unwrap()
     }
 
     pub async fn signed_in(&self) -> Arc<TetherClient> {

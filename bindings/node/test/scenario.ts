@@ -28,7 +28,6 @@ import { createInterface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 
-import "./ubrn-workaround.ts";
 
 import {
   ApiRequest,
@@ -235,7 +234,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     baseUrl: server.url,
     clientId: "node-scenario",
     dataDir,
-    retry: RetryPolicy.create({ maxAttempts: 3, baseDelayMs: 50n, maxDelayMs: 200n, maxRetryAfterS: 2n }),
+    retry: RetryPolicy.create({ maxAttempts: 3, baseDelayMs: 50, maxDelayMs: 200, maxRetryAfterS: 2 }),
     userAgentSuffix: "NodeScenario/1.0",
   });
 
@@ -262,7 +261,9 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
   const store = new MapTokenStore();
   const logger = new RecordingLogger();
   const listener = new RecordingListener();
-  const client = new TetherClient(config, store, logger);
+  // ubrn types secondary constructors as the `TetherClientLike` interface (no default
+  // arguments, no uniffiDestroy); the object is a TetherClient.
+  const client = TetherClient.withLogger(config, store, logger) as TetherClient;
   const subscription = client.addAuthListener(listener);
   let userId = "";
 
@@ -305,7 +306,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     check("GET quota -> 200 JSON naming the plan", r.status === 200 && JSON.parse(r.body).plan === "free", () => r.body);
     check("response carries the request id", r.requestId?.startsWith("req-") === true, () => `${r.requestId}`);
     const q = client.lastQuota();
-    check("lastQuota() filled in from the headers", q !== undefined && q.plan === "free" && q.limit === 50n, () => `${q?.plan} ${q?.limit}`);
+    check("lastQuota() filled in from the headers", q !== undefined && q.plan === "free" && q.limit === 50, () => `${q?.plan} ${q?.limit}`);
   });
 
   await step("expired tokens + 10 concurrent calls -> one refresh", async () => {
@@ -435,7 +436,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
       () => `got ${describe(e)}`,
     );
     if (TetherError.instanceOf(e) && TetherError.PlanRequired.instanceOf(e)) {
-      check("PlanRequired carries the quota (0 remaining)", e.inner.quota?.remaining === 0n, () => `${e.inner.quota?.remaining}`);
+      check("PlanRequired carries the quota (0 remaining)", e.inner.quota?.remaining === 0, () => `${e.inner.quota?.remaining}`);
     }
     await server.admin("quota-limit", { limit: 50 });
   });

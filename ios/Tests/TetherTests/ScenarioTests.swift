@@ -208,14 +208,14 @@ final class ScenarioTests: XCTestCase {
     func testConfigValidation() throws {
         var bad = config()
         bad.baseUrl = "http://example.com"
-        XCTAssertThrowsError(try TetherClient(config: bad, tokenStore: MapTokenStore(), logger: nil)) { error in
+        XCTAssertThrowsError(try TetherClient(config: bad, tokenStore: MapTokenStore())) { error in
             guard case .Config? = error as? TetherError else {
                 return XCTFail("http:// for a non-loopback host: expected .Config, got \(error)")
             }
         }
         var blank = config()
         blank.clientId = " "
-        XCTAssertThrowsError(try TetherClient(config: blank, tokenStore: MapTokenStore(), logger: nil)) { error in
+        XCTAssertThrowsError(try TetherClient(config: blank, tokenStore: MapTokenStore())) { error in
             guard case .Config? = error as? TetherError else {
                 return XCTFail("blank clientId: expected .Config, got \(error)")
             }
@@ -223,7 +223,7 @@ final class ScenarioTests: XCTestCase {
     }
 
     func testFailingTokenStoreKeepsStateUnknown() async throws {
-        let client = try TetherClient(config: config("failing"), tokenStore: FailingTokenStore(), logger: nil)
+        let client = try TetherClient(config: config("failing"), tokenStore: FailingTokenStore())
         let e = await tetherError { _ = try await client.restoreSession() }
         guard case let .Storage(message)? = e else {
             return XCTFail("restoreSession with a failing store: expected .Storage, got \(String(describing: e))")
@@ -238,7 +238,7 @@ final class ScenarioTests: XCTestCase {
         let store = MapTokenStore()
         let logger = RecordingLogger()
         let listener = RecordingListener()
-        let client = try TetherClient(config: config(), tokenStore: store, logger: logger)
+        let client = try TetherClient.withLogger(config: config(), tokenStore: store, logger: logger)
         let subscription = client.addAuthListener(listener: listener)
         defer { subscription.cancel() }   // Swift frees the objects on release; no close()
 
@@ -292,7 +292,7 @@ final class ScenarioTests: XCTestCase {
         XCTAssertTrue(store.value?.contains(newToken) == true)
 
         // Next launch: a second client on the same store restores the session.
-        let second = try TetherClient(config: config("next-launch"), tokenStore: store, logger: nil)
+        let second = try TetherClient(config: config("next-launch"), tokenStore: store)
         let secondState = try await second.restoreSession()
         XCTAssertEqual(secondState, .signedIn(userId: user.id, anonymous: true))
 

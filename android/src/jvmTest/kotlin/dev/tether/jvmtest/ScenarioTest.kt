@@ -226,16 +226,16 @@ private fun scenario(server: ContractServer, dataDir: String) {
     }
 
     step("config validation") {
-        val e = thrown { TetherClient(config.copy(baseUrl = "http://example.com"), MapTokenStore(), null).close() }
+        val e = thrown { TetherClient(config.copy(baseUrl = "http://example.com"), MapTokenStore()).close() }
         expect("http:// for a non-loopback host -> TetherException.Config", e is TetherException.Config) { "got $e" }
-        val e2 = thrown { TetherClient(config.copy(clientId = " "), MapTokenStore(), null).close() }
+        val e2 = thrown { TetherClient(config.copy(clientId = " "), MapTokenStore()).close() }
         expect("blank clientId -> TetherException.Config", e2 is TetherException.Config) { "got $e2" }
     }
 
     val store = MapTokenStore()
     val logger = RecordingLogger()
     val listener = RecordingListener()
-    val client = TetherClient(config, store, logger)
+    val client = TetherClient.withLogger(config, store, logger)
     val subscription = client.addAuthListener(listener)
     var userId = ""
 
@@ -292,7 +292,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
     }
 
     step("next launch restores the session") {
-        TetherClient(config.copy(dataDir = "$dataDir/next-launch"), store, null).use { second ->
+        TetherClient(config.copy(dataDir = "$dataDir/next-launch"), store).use { second ->
             val s = second.restoreSession()
             expect("a second client on the same store -> SignedIn", s == AuthState.SignedIn(userId, true)) { "got $s" }
         }
@@ -308,7 +308,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
             e is TetherException.PlanRequired && e.planRequired == "pro",
         ) { "got $e" }
         if (e is TetherException.PlanRequired) {
-            expect("PlanRequired carries the quota (0 remaining)", e.quota?.remaining == 0uL) { "${e.quota}" }
+            expect("PlanRequired carries the quota (0 remaining)", e.quota?.remaining == 0u) { "${e.quota}" }
         }
         server.admin("quota-limit", """{"limit":50}""")
     }
@@ -364,7 +364,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
     }
 
     step("a failing TokenStore") {
-        TetherClient(config, FailingTokenStore(), null).use { broken ->
+        TetherClient(config, FailingTokenStore()).use { broken ->
             val e = thrown { broken.restoreSession() }
             expect(
                 "restoreSession() -> TetherException.Storage",
