@@ -7,11 +7,11 @@ import { config } from "./config";
 import type { Env } from "./env";
 import { deadlineExceeded, upstream } from "./errors";
 import { fallbackChat, fallbackConfigured, fallbackImage, fallbackModel, fallbackVision } from "./fallback";
-import type { ImageInfo } from "./imageinfo";
+import { imageInfo, type ImageInfo } from "./imageinfo";
 import { logEvent } from "./log";
 import { sseData, type ChatEvent } from "./sse";
 import { standinChat, standinImage, standinVision, type ChatMessage } from "./standin/ai";
-import { DeadlineError, withDeadline } from "./util";
+import { b64 as toB64, DeadlineError, withDeadline } from "./util";
 
 export const CHAT_MODEL = "@cf/meta/llama-3.1-8b-instruct";
 export const VISION_MODEL = "@cf/llava-hf/llava-1.5-7b-hf";
@@ -153,7 +153,7 @@ export async function generateImage(
     requestId,
     "images",
     async () => {
-      if (config.aiStandin(env)) return standinImage(prompt, width, height, config.aiDeadlineMs(env) + 1000);
+      if (config.aiStandin(env)) return standinImage(prompt, config.aiDeadlineMs(env) + 1000);
       // Flux Schnell takes a prompt and a step count (max 8); it answers
       // { image: base64 } at its own size.
       const out = (await aiBinding(env).run(IMAGE_MODEL, { prompt, steps: 4 })) as { image?: unknown };
@@ -161,5 +161,35 @@ export async function generateImage(
     },
     () => fallbackImage(env, prompt, width, height, requestId),
   );
-  return { image: r.text, model: r.provider === "fallback" ? (env.FALLBACK_MODEL || "gpt-image-1") : IMAGE_MODEL, provider: r.provider };
+  return {
+    image: await asContractPng(env, r.text, width, height),
+    model: r.provider === "fallback" ? (env.FALLBACK_MODEL || "gpt-image-1") : IMAGE_MODEL,
+    provider: r.provider,
+  };
+}
+
+/**
+ * The contract promises a base64 PNG of the requested (clamped) size. Flux Schnell answers
+ * a JPEG at its own size, so its output goes through the Images binding (resize to cover
+ * the requested box, PNG out); a PNG that already fits is passed through untouched.
+ */
+async function asContractPng(env: Env, image: string, width: number, height: number): Promise<string> {
+  let bytes: Uint8Array;
+  try {
+    bytes = Uint8Array.from(atob(image), (c) => c.charCodeAt(0));
+  } catch {
+    throw upstream("The image model answered something that is not base64");
+  }
+  const info = imageInfo(bytes);
+  if (info?.format === "png" && info.width === width && info.height === height) return image;
+  if (!info) throw upstream("The image model answered something that is not an image");
+  if (!env.IMAGES) throw upstream("The image model answered a non-PNG image and no Images binding is configured to convert it");
+  try {
+    const out = await env.IMAGES.input(new Blob([bytes]).stream())
+      .transform({ width, height, fit: "cover" })
+      .output({ format: "image/png" });
+    return toB64(new Uint8Array(await out.response().arrayBuffer()));
+  } catch (e) {
+    throw upstream(`Could not convert the generated image to PNG: ${String(e).slice(0, 200)}`);
+  }
 }

@@ -43,6 +43,7 @@ export interface Env {
   SESSIONS: DurableObjectNamespace<SessionFamily>;
   LIMITER: DurableObjectNamespace<Limiter>;
   DETECT_CONTAINER?: DurableObjectNamespace;
+  IMAGES?: ImagesBinding;
   STANDIN_DETECT?: DurableObjectNamespace;
 }
 

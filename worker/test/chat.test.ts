@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { freshTenant, parseSse, postJson, quota, signIn, uuid } from "./helpers";
 import { imageInfo } from "../src/imageinfo";
+import { standinImage } from "../src/standin/ai";
 
 type ErrorBody = { error: { code: string; retry_after?: number } };
 const chat = (text: string, stream: boolean) => ({
@@ -116,6 +117,17 @@ describe("images", () => {
     expect(body.model).toBe("@cf/black-forest-labs/flux-1-schnell");
     const bytes = Uint8Array.from(atob(body.image), (c) => c.charCodeAt(0));
     expect(imageInfo(bytes)).toEqual({ format: "png", width: 256, height: 300 });
+  });
+
+  it("converts the model's JPEG (Flux answers JPEG at its own size) into that PNG", async () => {
+    const raw = await standinImage("a lighthouse", 0);
+    expect(imageInfo(Uint8Array.from(atob(raw), (c) => c.charCodeAt(0)))).toEqual({ format: "jpeg", width: 64, height: 48 });
+    const tenant = freshTenant();
+    const s = await signIn(tenant);
+    const res = await postJson("/images", { tenant, token: s.access_token, key: uuid() }, { prompt: "a lighthouse", width: 1024, height: 768 });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { image: string };
+    expect(imageInfo(Uint8Array.from(atob(body.image), (c) => c.charCodeAt(0)))).toEqual({ format: "png", width: 1024, height: 768 });
   });
 
   it("falls back when the model fails", async () => {

@@ -11,6 +11,7 @@
 //   "standin:break" -> the stream breaks after a few words (exercises event: error)
 import type { ChatEvent } from "../sse";
 import type { ImageInfo } from "../imageinfo";
+import { FLUX_SAMPLE_JPEG_B64 } from "./flux-sample";
 import { encodePng } from "../png";
 import { sleep } from "../util";
 
@@ -65,25 +66,12 @@ export async function standinVision(image: ImageInfo, prompt: string, stallMs: n
 }
 
 /** A real PNG of the asked size, coloured from a hash of the prompt. */
-export async function standinImage(prompt: string, width: number, height: number, stallMs: number): Promise<string> {
+/** Like Flux Schnell: a JPEG at the model's own size, whatever size was asked for. */
+export async function standinImage(prompt: string, stallMs: number): Promise<string> {
   const trigger = triggerIn(prompt);
   await obey(trigger, stallMs);
   if (trigger === "empty") return "";
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(prompt)));
-  const [r, g, b] = [digest[0]!, digest[1]!, digest[2]!];
-  const png = await encodePng(width, height, (y) => {
-    const row = new Uint8Array(width * 3);
-    const shade = Math.floor((y / height) * 64);
-    for (let x = 0; x < width; x++) {
-      row[x * 3] = (r + shade) & 0xff;
-      row[x * 3 + 1] = g;
-      row[x * 3 + 2] = (b + Math.floor((x / width) * 64)) & 0xff;
-    }
-    return row;
-  });
-  let s = "";
-  for (let i = 0; i < png.length; i += 0x8000) s += String.fromCharCode(...png.subarray(i, i + 0x8000));
-  return btoa(s);
+  return FLUX_SAMPLE_JPEG_B64;
 }
 
 export function standinTranscript(media: string): Record<string, unknown> {
