@@ -1,5 +1,5 @@
 import { SELF } from "cloudflare:test";
-import { encodePng } from "../src/png";
+import { encodePng } from "./png";
 
 export const BASE = "http://worker.test/api/v1";
 

@@ -12,7 +12,6 @@
 import type { ChatEvent } from "../sse";
 import type { ImageInfo } from "../imageinfo";
 import { FLUX_SAMPLE_JPEG_B64 } from "./flux-sample";
-import { encodePng } from "../png";
 import { sleep } from "../util";
 
 export type Trigger = "fail" | "empty" | "slow" | "break" | null;
