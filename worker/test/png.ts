@@ -1,5 +1,5 @@
-// A minimal PNG encoder (8-bit RGB, one IDAT) used by the stand-in image
-// model, so the stand-in answers with a real, decodable PNG of the size asked.
+// A minimal PNG encoder (8-bit RGB, one IDAT): real, decodable PNG test images of
+// any size.
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
