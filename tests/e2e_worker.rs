@@ -24,6 +24,22 @@ fn client(store: Arc<SharedStore>, dir: &tempfile::TempDir) -> Arc<TetherClient>
     TetherClient::new(cfg, store).unwrap()
 }
 
+/// A later launch whose token store holds a copy of `stored` with its access token
+/// replaced: the server will reject that token, so the client must refresh.
+async fn relaunch_with_token(
+    stored: &str,
+    access_token: &str,
+    dir: &tempfile::TempDir,
+) -> (Arc<TetherClient>, Arc<SharedStore>) {
+    let mut v: serde_json::Value = serde_json::from_str(stored).unwrap();
+    v["access_token"] = access_token.into();
+    let store = Arc::new(SharedStore::default());
+    store.save(v.to_string()).unwrap();
+    let c = client(store.clone(), dir);
+    c.restore_session().await.unwrap();
+    (c, store)
+}
+
 #[tokio::test]
 #[ignore = "needs the reference Worker: scripts/e2e"]
 async fn sign_in_quota_metered_call_and_paywall() {
@@ -95,18 +111,14 @@ async fn a_rejected_token_is_refreshed_once_and_reuse_signs_out() {
     let original = store.value().unwrap();
 
     // Next launch with a corrupted access token (its signature no longer verifies).
-    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&original).unwrap();
     let at = v["access_token"].as_str().unwrap().to_string();
     let bad = format!(
         "{}{}",
         &at[..at.len() - 2],
         if at.ends_with("AA") { "BB" } else { "AA" }
     );
-    v["access_token"] = bad.clone().into();
-    let tampered = Arc::new(SharedStore::default());
-    tampered.save(v.to_string()).unwrap();
-    let c2 = client(tampered.clone(), &dir);
-    c2.restore_session().await.unwrap();
+    let (c2, tampered) = relaunch_with_token(&original, &bad, &dir).await;
     let rec = Arc::new(Recorder::default());
     let _sub = c2.add_auth_listener(rec.clone());
     let calls: Vec<_> = (0..10)
@@ -134,12 +146,7 @@ async fn a_rejected_token_is_refreshed_once_and_reuse_signs_out() {
 
     // The first client still holds the refresh token c2 just used: presenting it again is
     // reuse, which revokes the family. Force a refresh by rejecting its token the same way.
-    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
-    v["access_token"] = bad.into();
-    let stale = Arc::new(SharedStore::default());
-    stale.save(v.to_string()).unwrap();
-    let c3 = client(stale.clone(), &dir);
-    c3.restore_session().await.unwrap();
+    let (c3, stale) = relaunch_with_token(&original, &bad, &dir).await;
     assert_eq!(
         c3.send(quota_request(), None).await.unwrap_err(),
         TetherError::SignedOut
@@ -147,12 +154,7 @@ async fn a_rejected_token_is_refreshed_once_and_reuse_signs_out() {
     assert_eq!(c3.auth_state(), AuthState::SignedOut);
     assert_eq!(stale.value(), None);
     // The whole family is revoked: c2's rotated session cannot refresh any more either.
-    let mut v: serde_json::Value = serde_json::from_str(&rotated).unwrap();
-    v["access_token"] = "not.a.token".into();
-    let after = Arc::new(SharedStore::default());
-    after.save(v.to_string()).unwrap();
-    let c4 = client(after, &dir);
-    c4.restore_session().await.unwrap();
+    let (c4, _) = relaunch_with_token(&rotated, "not.a.token", &dir).await;
     assert_eq!(
         c4.send(quota_request(), None).await.unwrap_err(),
         TetherError::SignedOut
@@ -172,12 +174,7 @@ async fn sign_out_revokes_the_refresh_token() {
     assert_eq!(store.value(), None);
 
     // A copy of the signed-out session cannot be brought back to life.
-    let mut v: serde_json::Value = serde_json::from_str(&blob).unwrap();
-    v["access_token"] = "not.a.token".into();
-    let copy = Arc::new(SharedStore::default());
-    copy.save(v.to_string()).unwrap();
-    let c2 = client(copy, &dir);
-    c2.restore_session().await.unwrap();
+    let (c2, _) = relaunch_with_token(&blob, "not.a.token", &dir).await;
     assert_eq!(
         c2.send(quota_request(), None).await.unwrap_err(),
         TetherError::SignedOut
