@@ -339,6 +339,17 @@ async fn handle(
         (fault, s.clock_offset_s, s.next_id)
     };
 
+    // The normal answer (state changes included), for the arms that give one.
+    let answer = || {
+        route(
+            &state,
+            &method,
+            &path,
+            bearer.as_deref(),
+            key.as_deref(),
+            &body,
+        )
+    };
     let mut send_date = true;
     let mut resp = match fault {
         Some(Fault::Drop) => return Err(std::io::Error::other("fault: connection dropped")),
@@ -411,14 +422,7 @@ async fn handle(
             Response::new(ChannelBody(rx).boxed())
         }
         Some(Fault::DropAfterHandling) => {
-            let _ = route(
-                &state,
-                &method,
-                &path,
-                bearer.as_deref(),
-                key.as_deref(),
-                &body,
-            );
+            let _ = answer();
             return Err(std::io::Error::other("fault: dropped after handling"));
         }
         other => {
@@ -428,14 +432,7 @@ async fn handle(
             if matches!(other, Some(Fault::NoDate)) {
                 send_date = false;
             }
-            route(
-                &state,
-                &method,
-                &path,
-                bearer.as_deref(),
-                key.as_deref(),
-                &body,
-            )
+            answer()
         }
     };
     let h = resp.headers_mut();
