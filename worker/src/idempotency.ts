@@ -32,8 +32,20 @@ export function idempotencyKeyOf(req: Request): string {
   return key;
 }
 
+// A Durable Object id is a value derived from its name (no I/O), so ids are
+// cached per isolate; the stub itself is made per request.
+const USER_IDS_MAX = 4096;
+const userIds = new Map<string, DurableObjectId>();
+
 export function userStub(env: Env, tenant: string, userId: string) {
-  return env.USER_STATE.get(env.USER_STATE.idFromName(userObjectName(tenant, userId)));
+  const name = userObjectName(tenant, userId);
+  let id = userIds.get(name);
+  if (!id) {
+    id = env.USER_STATE.idFromName(name);
+    if (userIds.size >= USER_IDS_MAX) userIds.delete(userIds.keys().next().value!);
+    userIds.set(name, id);
+  }
+  return env.USER_STATE.get(id);
 }
 
 export function quotaExceeded(quota: { plan: string; limit: number; remaining: number; reset_at: string; reset_in: number }): ApiError {

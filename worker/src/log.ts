@@ -26,8 +26,17 @@ export function logEvent(fields: Record<string, unknown>): void {
 // can correlate); anything else is replaced with a fresh one.
 const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 
+// Fresh ids are a random per-isolate prefix plus a counter: unique across isolates
+// (64 random bits each) without a UUID per request. The prefix is drawn on first
+// use because Workers forbid random values at global scope.
+let idPrefix = "";
+let idCounter = 0;
+
 export function requestIdFor(req: Request): string {
   const incoming = req.headers.get("X-Request-ID");
   if (incoming && REQUEST_ID.test(incoming)) return incoming;
-  return `req_${crypto.randomUUID().replaceAll("-", "")}`;
+  if (idPrefix === "") {
+    for (const b of crypto.getRandomValues(new Uint8Array(8))) idPrefix += b.toString(16).padStart(2, "0");
+  }
+  return `req_${idPrefix}${(++idCounter).toString(16).padStart(16, "0")}`;
 }

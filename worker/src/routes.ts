@@ -34,8 +34,17 @@ const ROUTES: Array<{ method: string; pattern: RegExp; name: string; handler: Ha
   { method: "GET", pattern: /^\/api\/v1\/jobs\/([^/]+)$/, name: "jobs.get", handler: getJobRoute },
 ];
 
+// A plain path (the usual case) is read straight from the URL string; anything
+// with escapes or dots goes through the URL parser, which normalises them.
+const PLAIN_URL = /^https?:\/\/[^/?#]+(\/[A-Za-z0-9_\/-]*)(?:[?#]|$)/;
+
+function pathOf(url: string): string {
+  const m = PLAIN_URL.exec(url);
+  return m ? m[1]! : new URL(url).pathname;
+}
+
 export async function dispatch(req: Request, env: Env, rc: RequestContext): Promise<Response> {
-  const path = new URL(req.url).pathname;
+  const path = pathOf(req.url);
   const matching = ROUTES.filter((r) => r.pattern.test(path));
   if (matching.length === 0) throw notFound(`No route for ${path}`);
   const method = req.method === "HEAD" ? "GET" : req.method;

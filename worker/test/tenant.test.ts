@@ -1,5 +1,7 @@
 // Tenants (X-Client-ID) never see each other's users, tokens, quota or idempotency records.
 import { describe, expect, it } from "vitest";
+import type { Env } from "../src/env";
+import { tenantOf } from "../src/tenant";
 import { api, freshTenant, postJson, quota, signIn, uuid } from "./helpers";
 
 describe("tenant isolation", () => {
@@ -51,6 +53,27 @@ describe("request ids and routing", () => {
     expect(r2.headers.get("X-Request-ID")).toBe("edge-1234567890");
     const r3 = await api("/quota", { tenant: freshTenant(), headers: { "X-Request-ID": "bad id\u0001" } });
     expect(r3.headers.get("X-Request-ID")).toMatch(/^req_/);
+    const fresh = new Set<string>();
+    for (let i = 0; i < 20; i++) fresh.add((await api("/quota", { tenant: "x" })).headers.get("X-Request-ID")!);
+    expect(fresh.size).toBe(20);
+  });
+
+  it("routes on the path alone: a query string is ignored, escapes and trailing slashes are not rewritten", async () => {
+    const tenant = freshTenant();
+    const s = await signIn(tenant);
+    expect((await api("/quota?x=1#frag", { tenant, token: s.access_token })).status).toBe(200);
+    expect((await api("/quota/", { tenant, token: s.access_token })).status).toBe(404);
+    expect((await api("/%71uota", { tenant, token: s.access_token })).status).toBe(404);
+    expect((await api("/jobs/j_x/../../quota", { tenant, token: s.access_token })).status).toBe(200); // normalised by URL
+  });
+
+  it("ALLOWED_CLIENT_IDS limits the tenants (403 forbidden for others) and follows changes of the var", async () => {
+    const req = (id: string) => new Request("http://worker.test/api/v1/quota", { headers: { "X-Client-ID": id } });
+    const env = { ALLOWED_CLIENT_IDS: " app.one, app.two ,," } as Env;
+    expect(tenantOf(req("app.two"), env)).toBe("app.two");
+    expect(() => tenantOf(req("app.three"), env)).toThrow(expect.objectContaining({ status: 403, code: "forbidden" }));
+    expect(tenantOf(req("app.three"), { ALLOWED_CLIENT_IDS: "app.three" } as Env)).toBe("app.three");
+    expect(tenantOf(req("anything"), {} as Env)).toBe("anything");
   });
 
   it("every response carries a Date header (clients anchor token expiry to it)", async () => {
