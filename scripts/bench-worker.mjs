@@ -12,6 +12,9 @@
 //                         answers a constant JSON body of the same shape (no auth, no
 //                         Durable Object, no quota lookup). Rounds alternate bare/quota.
 //                         ratio = value / baseline, target <= 2.0.
+//   worker/quota_cpu_ms_devtools  the same comparison (same tokens, fresh processes) under
+//                         the `wrangler dev` command, which always attaches a devtools
+//                         session; printed for comparison, no target (see "Harness").
 //   worker/detect_cpu_ms  the same CPU figure per POST /api/v1/detect carrying a real
 //                         ~1 MB JPEG (multipart, stand-in model), 50 concurrent; target < 10.
 //   worker/detect_p50     client-side latency of those detect requests (ms), per round
@@ -25,6 +28,14 @@
 // private port. We pick the workerd descendant NOT bound to the public port (its figure
 // goes to stdout); the proxy's figure goes to stderr for information only. Node/wrangler
 // CPU is never counted.
+//
+// Harness: both Workers run on wrangler's local dev server (Miniflare + workerd, the
+// same as `wrangler dev`) started through wrangler's own API without a devtools session
+// (worker/scripts/serve.mjs; the Worker via DEVTOOLS=off worker/scripts/start-local.sh).
+// Under the `wrangler dev` command every console.log is also captured and shipped over
+// the devtools protocol, ~0.07 ms of runtime CPU per call; production has no devtools
+// session, and the Worker writes one log line per request, the bare Worker none. So the
+// measured figure is taken without it, and the `wrangler dev` figure is printed beside it.
 //
 // Limits: the Worker runs with its own local configuration (wrangler.local.jsonc, via
 // worker/scripts/start-local.sh); no rate or quota limit is raised. Instead the load is
@@ -323,6 +334,34 @@ function multipart(image) {
 
 // ---------------------------------------------------------------- main
 
+// Starts the Worker (worker/scripts/start-local.sh) and the bare baseline Worker with the
+// same wrangler settings. devtools=false: wrangler's local dev server without a devtools
+// session (worker/scripts/serve.mjs), the measured setting; devtools=true: the
+// `wrangler dev` command, which always attaches one.
+async function startPair(devtools) {
+  const env = {
+    ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", NO_UPDATE_NOTIFIER: "1",
+    WRANGLER_LOG: process.env.WRANGLER_LOG || "log", DEVTOOLS: devtools ? "on" : "off",
+  };
+  const tag = devtools ? "-devtools" : "";
+  const main = startProcess(`worker${tag}`, "bash", [path.join(WORKER_DIR, "scripts", "start-local.sh"), String(WORKER_PORT)], { cwd: ROOT, env });
+  await waitReady(WORKER_PORT, main, "Worker", 300000);
+
+  const bareConfig = path.join(WORKER_DIR, "bench", "bare", "wrangler.jsonc");
+  const bare = devtools
+    ? startProcess(`bare${tag}`, path.join(WORKER_DIR, "node_modules", ".bin", "wrangler"),
+      ["dev", "-c", bareConfig, "--ip", HOST, "--port", String(BARE_PORT), "--inspector-ip", HOST, "--show-interactive-dev-session=false"],
+      { cwd: path.dirname(bareConfig), env })
+    : startProcess(`bare${tag}`, "node", [path.join(WORKER_DIR, "scripts", "serve.mjs"), "--config", bareConfig, "--port", String(BARE_PORT)],
+      { cwd: path.dirname(bareConfig), env });
+  await waitReady(BARE_PORT, bare, "bare Worker", 120000);
+
+  const wMain = findWorkerd(main.child.pid, WORKER_PORT);
+  const wBare = findWorkerd(bare.child.pid, BARE_PORT);
+  log(`${devtools ? "wrangler dev" : "no devtools"}: workerd runtime pids: Worker ${wMain.runtime} (proxy ${wMain.proxy}), bare ${wBare.runtime} (proxy ${wBare.proxy})`);
+  return { main, bare, wMain, wBare };
+}
+
 async function main() {
   log(`rounds=${ROUNDS} quota_reqs=${QUOTA_REQS} detect_reqs=${DETECT_REQS} concurrency=${CONC} CLK_TCK=${CLK_TCK}`);
   const jpeg = makeJpeg();
@@ -335,20 +374,8 @@ async function main() {
       throw new Error(`something already answers on ${HOST}:${port}; stop it or set BENCH_WORKER_PORT / BENCH_BARE_PORT`);
     }
   }
-  const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", NO_UPDATE_NOTIFIER: "1", WRANGLER_LOG: process.env.WRANGLER_LOG || "log" };
-  const main = startProcess("worker", "bash", [path.join(WORKER_DIR, "scripts", "start-local.sh"), String(WORKER_PORT)], { cwd: ROOT, env });
-  await waitReady(WORKER_PORT, main, "Worker", 300000);
-
-  const wrangler = path.join(WORKER_DIR, "node_modules", ".bin", "wrangler");
-  const bare = startProcess("bare", wrangler,
-    ["dev", "-c", path.join(WORKER_DIR, "bench", "bare", "wrangler.jsonc"), "--ip", HOST, "--port", String(BARE_PORT),
-      "--inspector-ip", HOST, "--show-interactive-dev-session=false"],
-    { cwd: path.join(WORKER_DIR, "bench", "bare"), env });
-  await waitReady(BARE_PORT, bare, "bare Worker", 120000);
-
-  let wMain = findWorkerd(main.child.pid, WORKER_PORT);
-  let wBare = findWorkerd(bare.child.pid, BARE_PORT);
-  log(`workerd runtime pids: Worker ${wMain.runtime} (proxy ${wMain.proxy}), bare ${wBare.runtime} (proxy ${wBare.proxy})`);
+  let pair = await startPair(false);
+  let { wMain, wBare } = pair;
 
   // Users: each makes at most PER_USER_MAX requests of a kind over the whole bench.
   const quotaTotal = QUOTA_REQS * (ROUNDS + 1);
@@ -396,8 +423,8 @@ async function main() {
         if (e.code !== "ENOENT" || attempt >= 2) throw e;
         log(`the ${which} workerd went away during a round (wrangler reload?); finding it again and repeating the round`);
         await sleep(3000);
-        if (which === "bare") wBare = findWorkerd(bare.child.pid, BARE_PORT);
-        else wMain = findWorkerd(main.child.pid, WORKER_PORT);
+        if (which === "bare") wBare = findWorkerd(pair.bare.child.pid, BARE_PORT);
+        else wMain = findWorkerd(pair.main.child.pid, WORKER_PORT);
       }
     }
   }
@@ -431,6 +458,23 @@ async function main() {
     extra.bareP50.push(percentile(b.lat, 50));
   }
 
+  // The same quota/bare comparison under the `wrangler dev` command, whose devtools
+  // session makes every console.log cost more (see worker/scripts/serve.mjs). Printed
+  // for comparison, without a target: production has no devtools session.
+  stopAll();
+  pair = await startPair(true);
+  ({ wMain, wBare } = pair);
+  const devBare = [];
+  const devQuota = [];
+  for (let r = 0; r <= ROUNDS; r++) {
+    const b = await round(QUOTA_REQS, "bare", bareReq);
+    const q = await round(QUOTA_REQS, "worker", quotaReq);
+    log(`devtools ${r === 0 ? "warm-up" : `round ${r}/${ROUNDS}`}: bare ${fmt(b.cpu)} ms cpu/req, quota ${fmt(q.cpu)} ms cpu/req, errors so far ${errorCount}`);
+    if (r === 0) continue;
+    devBare.push(b.cpu);
+    devQuota.push(q.cpu);
+  }
+
   const mm = (name, xs, unit = "ms") =>
     log(`${name}: median ${fmt(median(xs))} min ${fmt(Math.min(...xs))} max ${fmt(Math.max(...xs))} ${unit} over ${xs.length} rounds`);
   mm("bare cpu/req", bareCpu);
@@ -443,6 +487,8 @@ async function main() {
   mm("(info) wrangler proxy workerd cpu/req, detect", extra.detectProxy);
   mm("(info) bare latency p50", extra.bareP50);
   mm("(info) quota latency p50", extra.quotaP50);
+  mm("(info) under `wrangler dev` (devtools session): bare cpu/req", devBare);
+  mm("(info) under `wrangler dev` (devtools session): quota cpu/req", devQuota);
   log(`requests: ${requestCount}, errors: ${errorCount}${errorSamples.length ? "; first: " + errorSamples.join(" | ") : ""}`);
 
   const qv = median(quotaCpu);
@@ -450,6 +496,9 @@ async function main() {
   const ratio = qv / bv;
   const dv = median(detectCpu);
   out(`bench worker/quota_cpu_ms value=${fmt(qv)} unit=ms baseline=${fmt(bv)} ratio=${fmt(ratio, 2)} target=<=2.0 ok=${ratio <= 2.0}`);
+  const dq = median(devQuota);
+  const db = median(devBare);
+  out(`bench worker/quota_cpu_ms_devtools value=${fmt(dq)} unit=ms baseline=${fmt(db)} ratio=${fmt(dq / db, 2)}`);
   out(`bench worker/detect_cpu_ms value=${fmt(dv)} unit=ms target=<10 ok=${dv < 10}`);
   out(`bench worker/detect_p50 value=${fmt(median(p50s), 1)} unit=ms`);
   out(`bench worker/detect_p99 value=${fmt(median(p99s), 1)} unit=ms`);

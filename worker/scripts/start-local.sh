@@ -4,6 +4,8 @@
 # Container (wrangler.local.jsonc). Stop it with SIGINT/SIGTERM.
 #
 #   worker/scripts/start-local.sh 8787
+#   DEVTOOLS=off worker/scripts/start-local.sh 8787   # no devtools session (scripts/serve.mjs):
+#                                                     # log lines on stdout; what the bench runs
 #
 # Optional environment overrides (passed as wrangler --var):
 #   RATE_LIMIT_PER_MINUTE, QUOTA_LIMIT_FREE, QUOTA_WINDOW_SECONDS,
@@ -41,7 +43,12 @@ for name in RATE_LIMIT_PER_MINUTE QUOTA_LIMIT_FREE QUOTA_LIMIT_PRO QUOTA_WINDOW_
   if [ -n "${!name:-}" ]; then VARS+=(--var "$name:${!name}"); fi
 done
 
-# 4. Foreground, loopback only, telemetry off. The wrangler binary is exec'd
+# 4. Foreground, loopback only, telemetry off. DEVTOOLS=off: the same local dev server
+#    without wrangler's devtools session (see scripts/serve.mjs for why).
+if [ "${DEVTOOLS:-on}" = "off" ]; then
+  exec node scripts/serve.mjs --config wrangler.local.jsonc --port "$PORT" "${VARS[@]}"
+fi
+#    Otherwise `wrangler dev`. The wrangler binary is exec'd
 #    directly (not via npx), so a plain `kill <pid>` of this script stops
 #    wrangler and its workerd children too.
 exec ./node_modules/.bin/wrangler dev --config wrangler.local.jsonc --ip 127.0.0.1 --port "$PORT" \
