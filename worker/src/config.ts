@@ -31,7 +31,24 @@ export interface Limits {
   rateLimitPerMinute: number;
 }
 
+// Vars are fixed for an isolate's env object, so limits are worked out once per
+// (env, tenant); a tenant map is bounded like the other per-isolate caches.
+const limitsCache = new WeakMap<Env, Map<string, Limits>>();
+const LIMITS_MAX = 4096;
+
 export function limitsFor(env: Env, tenant: string): Limits {
+  let perTenant = limitsCache.get(env);
+  if (!perTenant) limitsCache.set(env, (perTenant = new Map()));
+  let limits = perTenant.get(tenant);
+  if (!limits) {
+    if (perTenant.size >= LIMITS_MAX) perTenant.clear();
+    limits = computeLimits(env, tenant);
+    perTenant.set(tenant, limits);
+  }
+  return limits;
+}
+
+function computeLimits(env: Env, tenant: string): Limits {
   const t = tenantLimits(env, tenant);
   return {
     quotaLimitFree: t.quota_limit_free ?? int(env.QUOTA_LIMIT_FREE, 50),

@@ -21,18 +21,47 @@ export const FEATURES = ["detect", "chat", "vision", "images", "jobs"];
 
 type Handler = (req: Request, env: Env, rc: RequestContext, params: string[]) => Promise<Response>;
 
-const ROUTES: Array<{ method: string; pattern: RegExp; name: string; handler: Handler }> = [
-  { method: "POST", pattern: /^\/api\/v1\/auth\/anonymous$/, name: "auth.anonymous", handler: postAnonymous },
-  { method: "POST", pattern: /^\/api\/v1\/auth\/refresh$/, name: "auth.refresh", handler: postRefresh },
-  { method: "POST", pattern: /^\/api\/v1\/auth\/signout$/, name: "auth.signout", handler: postSignout },
-  { method: "GET", pattern: /^\/api\/v1\/quota$/, name: "quota", handler: getQuota },
-  { method: "POST", pattern: /^\/api\/v1\/detect$/, name: "detect", handler: postDetect },
-  { method: "POST", pattern: /^\/api\/v1\/vision$/, name: "vision", handler: postVision },
-  { method: "POST", pattern: /^\/api\/v1\/chat$/, name: "chat", handler: postChat },
-  { method: "POST", pattern: /^\/api\/v1\/images$/, name: "images", handler: postImages },
-  { method: "POST", pattern: /^\/api\/v1\/jobs$/, name: "jobs.create", handler: postJob },
-  { method: "GET", pattern: /^\/api\/v1\/jobs\/([^/]+)$/, name: "jobs.get", handler: getJobRoute },
+interface Route {
+  method: string;
+  path: string; // a segment ":name" matches one non-empty segment, passed to the handler
+  name: string;
+  handler: Handler;
+}
+
+const ROUTES: Route[] = [
+  { method: "POST", path: "/api/v1/auth/anonymous", name: "auth.anonymous", handler: postAnonymous },
+  { method: "POST", path: "/api/v1/auth/refresh", name: "auth.refresh", handler: postRefresh },
+  { method: "POST", path: "/api/v1/auth/signout", name: "auth.signout", handler: postSignout },
+  { method: "GET", path: "/api/v1/quota", name: "quota", handler: getQuota },
+  { method: "POST", path: "/api/v1/detect", name: "detect", handler: postDetect },
+  { method: "POST", path: "/api/v1/vision", name: "vision", handler: postVision },
+  { method: "POST", path: "/api/v1/chat", name: "chat", handler: postChat },
+  { method: "POST", path: "/api/v1/images", name: "images", handler: postImages },
+  { method: "POST", path: "/api/v1/jobs", name: "jobs.create", handler: postJob },
+  { method: "GET", path: "/api/v1/jobs/:id", name: "jobs.get", handler: getJobRoute },
 ];
+
+// Fixed paths are found with one map lookup; the few with parameters by pattern.
+const FIXED = new Map<string, Route[]>();
+const PATTERNED = new Map<string, { re: RegExp; routes: Route[] }>();
+for (const route of ROUTES) {
+  if (route.path.includes("/:")) {
+    const re = new RegExp(`^${route.path.replace(/\/:[a-z]+/g, "/([^/]+)")}$`);
+    PATTERNED.set(route.path, { re, routes: [...(PATTERNED.get(route.path)?.routes ?? []), route] });
+  } else {
+    FIXED.set(route.path, [...(FIXED.get(route.path) ?? []), route]);
+  }
+}
+
+function routesFor(path: string): { routes: Route[]; params: string[] } {
+  const fixed = FIXED.get(path);
+  if (fixed) return { routes: fixed, params: [] };
+  for (const { re, routes } of PATTERNED.values()) {
+    const m = re.exec(path);
+    if (m) return { routes, params: m.slice(1) };
+  }
+  return { routes: [], params: [] };
+}
 
 // A plain path (the usual case) is read straight from the URL string; anything
 // with escapes or dots goes through the URL parser, which normalises them.
@@ -45,18 +74,18 @@ function pathOf(url: string): string {
 
 export async function dispatch(req: Request, env: Env, rc: RequestContext): Promise<Response> {
   const path = pathOf(req.url);
-  const matching = ROUTES.filter((r) => r.pattern.test(path));
-  if (matching.length === 0) throw notFound(`No route for ${path}`);
+  const { routes, params } = routesFor(path);
+  if (routes.length === 0) throw notFound(`No route for ${path}`);
   const method = req.method === "HEAD" ? "GET" : req.method;
-  const r = matching.find((m) => m.method === method);
+  const r = routes.find((m) => m.method === method);
   if (!r) {
     throw new ApiError(405, "method_not_allowed", `${req.method} is not allowed here`, {
-      headers: { Allow: matching.map((m) => m.method).join(", ") },
+      headers: { Allow: routes.map((m) => m.method).join(", ") },
     });
   }
   rc.route = r.name;
   rc.tenant = tenantOf(req, env);
-  return r.handler(req, env, rc, r.pattern.exec(path)!.slice(1));
+  return r.handler(req, env, rc, params);
 }
 
 /** Authenticates and counts the request against the per-user rate limit (non-metered routes). */

@@ -46,7 +46,12 @@ export function newId(prefix: string): string {
 
 export const nowSeconds = () => Math.floor(Date.now() / 1000);
 
-export const isoSeconds = (epochSeconds: number) => new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+// Memoised: callers ask for the same instant (a quota window's end) over and over.
+let isoLast = { at: NaN, text: "" };
+export function isoSeconds(epochSeconds: number): string {
+  if (epochSeconds !== isoLast.at) isoLast = { at: epochSeconds, text: new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z") };
+  return isoLast.text;
+}
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
