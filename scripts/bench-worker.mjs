@@ -340,7 +340,7 @@ function multipart(image) {
 // `wrangler dev` command, which always attaches one.
 async function startPair(devtools) {
   const env = {
-    ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", NO_UPDATE_NOTIFIER: "1",
+    ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", CI: "1", NO_UPDATE_NOTIFIER: "1",
     WRANGLER_LOG: process.env.WRANGLER_LOG || "log", DEVTOOLS: devtools ? "on" : "off",
   };
   const tag = devtools ? "-devtools" : "";

@@ -17,6 +17,11 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
+// Offline and quiet like start-local.sh: no telemetry, no lookup of Cloudflare's cf.json.
+process.env.WRANGLER_SEND_METRICS ??= "false";
+process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
+process.env.NO_UPDATE_NOTIFIER ??= "1";
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { unstable_startWorker: startWorker } = createRequire(path.join(here, "..", "package.json"))("wrangler");
 

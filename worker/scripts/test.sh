@@ -6,6 +6,7 @@
 # 3. vitest run inside workerd (@cloudflare/vitest-pool-workers, wrangler.local.jsonc)
 # 4. wrangler deploy --dry-run with the production config (wrangler.jsonc)
 # 5. worker/scripts/schemathesis.sh, when present (OpenAPI conformance against a local Worker)
+# 6. worker/scripts/serve-check.sh (the no-devtools local server the bench uses)
 # Exits non-zero on the first failure.
 set -euo pipefail
 
@@ -35,5 +36,8 @@ if [ -f scripts/schemathesis.sh ]; then
   step "schemathesis"
   bash scripts/schemathesis.sh
 fi
+
+step "DEVTOOLS=off start-local.sh (the bench's harness, scripts/serve.mjs)"
+bash scripts/serve-check.sh
 
 step "all worker checks passed"
