@@ -1,4 +1,5 @@
 import type { Env } from "./env";
+import { BoundedCache } from "./util";
 
 // Every limit is a var so tests, the bench and each deployment can tune it
 // without code changes. Defaults are the contract's values.
@@ -32,20 +33,13 @@ export interface Limits {
 }
 
 // Vars are fixed for an isolate's env object, so limits are worked out once per
-// (env, tenant); a tenant map is bounded like the other per-isolate caches.
-const limitsCache = new WeakMap<Env, Map<string, Limits>>();
-const LIMITS_MAX = 4096;
+// (env, tenant).
+const limitsCache = new WeakMap<Env, BoundedCache<string, Limits>>();
 
 export function limitsFor(env: Env, tenant: string): Limits {
   let perTenant = limitsCache.get(env);
-  if (!perTenant) limitsCache.set(env, (perTenant = new Map()));
-  let limits = perTenant.get(tenant);
-  if (!limits) {
-    if (perTenant.size >= LIMITS_MAX) perTenant.clear();
-    limits = computeLimits(env, tenant);
-    perTenant.set(tenant, limits);
-  }
-  return limits;
+  if (!perTenant) limitsCache.set(env, (perTenant = new BoundedCache(4096)));
+  return perTenant.getOr(tenant, () => computeLimits(env, tenant));
 }
 
 function computeLimits(env: Env, tenant: string): Limits {

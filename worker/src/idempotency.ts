@@ -13,6 +13,7 @@ import type { Env } from "./env";
 import { ApiError, badRequest } from "./errors";
 import { userObjectName } from "./tenant";
 import type { StoredResponse } from "./userstate";
+import { BoundedCache } from "./util";
 
 export type WorkResult =
   | { kind: "body"; response: StoredResponse; provider: string }
@@ -34,18 +35,11 @@ export function idempotencyKeyOf(req: Request): string {
 
 // A Durable Object id is a value derived from its name (no I/O), so ids are
 // cached per isolate; the stub itself is made per request.
-const USER_IDS_MAX = 4096;
-const userIds = new Map<string, DurableObjectId>();
+const userIds = new BoundedCache<string, DurableObjectId>(4096);
 
 export function userStub(env: Env, tenant: string, userId: string) {
   const name = userObjectName(tenant, userId);
-  let id = userIds.get(name);
-  if (!id) {
-    id = env.USER_STATE.idFromName(name);
-    if (userIds.size >= USER_IDS_MAX) userIds.delete(userIds.keys().next().value!);
-    userIds.set(name, id);
-  }
-  return env.USER_STATE.get(id);
+  return env.USER_STATE.get(userIds.getOr(name, () => env.USER_STATE.idFromName(name)));
 }
 
 export function quotaExceeded(quota: { plan: string; limit: number; remaining: number; reset_at: string; reset_in: number }): ApiError {

@@ -1,7 +1,7 @@
 // HS256 access tokens. The algorithm is pinned: the header must say exactly
 // "HS256"; "none", RS256 or anything else is rejected before any signature
 // work, so a token can never choose how it is verified.
-import { b64url, b64urlDecode } from "./util";
+import { BoundedCache, b64url, b64urlDecode } from "./util";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -41,8 +41,7 @@ export async function signAccessToken(claims: AccessClaims, secret: string): Pro
 // (token + secret -> claims), not state. A client sends the same token for up to
 // 15 minutes, so this saves the decode + HMAC on nearly every request. Expiry, issuer
 // and tenant are still checked on every use; a different secret misses the cache.
-const VERIFIED_MAX = 4096;
-const verified = new Map<string, { secret: string; claims: AccessClaims }>();
+const verified = new BoundedCache<string, { secret: string; claims: AccessClaims }>(4096);
 
 /** Returns the claims, or null for any token that is not a valid, current HS256 token for this tenant. */
 export async function verifyAccessToken(
@@ -55,7 +54,6 @@ export async function verifyAccessToken(
   if (hit && hit.secret === secret) return current(hit.claims, tenant, nowSec);
   const claims = await verifySignature(token, secret);
   if (!claims) return null;
-  if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!);
   verified.set(token, { secret, claims });
   return current(claims, tenant, nowSec);
 }

@@ -44,6 +44,31 @@ export function newId(prefix: string): string {
   return `${prefix}_${s}`;
 }
 
+/**
+ * A per-isolate cache of values derived from their key (never state another isolate
+ * would need to see), bounded in size: when full, the oldest entry goes.
+ */
+export class BoundedCache<K, V> {
+  private readonly map = new Map<K, V>();
+  constructor(private readonly max: number) {}
+
+  get(key: K): V | undefined {
+    return this.map.get(key);
+  }
+
+  set(key: K, value: V): void {
+    if (!this.map.has(key) && this.map.size >= this.max) this.map.delete(this.map.keys().next().value!);
+    this.map.set(key, value);
+  }
+
+  /** The cached value for `key`, made with `make` on a miss. */
+  getOr(key: K, make: () => V): V {
+    let value = this.map.get(key);
+    if (value === undefined) this.set(key, (value = make()));
+    return value;
+  }
+}
+
 export const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 // Memoised: callers ask for the same instant (a quota window's end) over and over.
