@@ -51,8 +51,9 @@ impl HttpFailure {
     }
 }
 
-/// The internal error. Every module below the facade returns this.
-#[derive(Debug, thiserror::Error)]
+/// The internal error. Every module below the facade returns this. `Clone`, so one
+/// shared outcome (a refresh) can be handed to every caller that waited for it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -90,6 +91,18 @@ impl Error {
             Error::Http(f) => f.is_transient(),
             _ => false,
         }
+    }
+
+    /// Whether the request may have reached the server: everything but a connection that
+    /// could not be made. Only replay-safe requests are retried after such a failure.
+    pub fn may_have_reached_server(&self) -> bool {
+        !matches!(
+            self,
+            Error::Network {
+                kind: NetworkFailure::Connect,
+                ..
+            } | Error::Timeout(TimeoutKind::Connect)
+        )
     }
 
     /// The server's `Retry-After` hint, if it gave one.

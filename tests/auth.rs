@@ -274,7 +274,7 @@ async fn sign_out_clears_locally_even_when_the_network_is_down() {
     assert_eq!(env.store.value(), None);
     let signout: Vec<_> = env.server.requests_to("/api/v1/auth/signout");
     assert_eq!(signout.len(), 1);
-    assert!(signout[0].body.contains("refresh_token") && signout[0].bearer.is_some());
+    assert!(signout[0].body.contains("refresh_token") && signout[0].bearer.is_none());
 
     let c = env.signed_in().await;
     env.server.fault("/api/v1/auth/signout", Fault::Drop);

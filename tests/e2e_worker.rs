@@ -78,6 +78,7 @@ async fn sign_in_quota_metered_call_and_paywall() {
         path: format!("jobs/{id}"),
         json_body: None,
         authenticated: true,
+        idempotency_key: None,
     };
     let status = c.send(get, None).await.unwrap();
     assert!(status.body.contains(&id));

@@ -421,6 +421,7 @@ async fn invalid_config_and_input_are_typed_errors() {
             path: path.into(),
             json_body: None,
             authenticated: true,
+            idempotency_key: None,
         };
         assert!(
             matches!(

@@ -38,6 +38,7 @@ fn quota() -> ApiRequest {
         path: "quota".into(),
         json_body: None,
         authenticated: true,
+        idempotency_key: None,
     }
 }
 

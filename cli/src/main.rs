@@ -98,6 +98,7 @@ fn quota_call() -> ApiRequest {
         path: "quota".into(),
         json_body: None,
         authenticated: true,
+        idempotency_key: None,
     }
 }
 
@@ -107,6 +108,7 @@ fn job_call() -> ApiRequest {
         path: "jobs".into(),
         json_body: Some(r#"{"kind":"transcribe","input":{"media":"demo.m4a"}}"#.into()),
         authenticated: true,
+        idempotency_key: None,
     }
 }
 

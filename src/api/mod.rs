@@ -1,10 +1,10 @@
-//! The API floor: every backend request goes through [`Api::send`], which mints the
-//! `Idempotency-Key` once per logical request, keeps the total deadline, asks auth for a
-//! fresh token on each attempt, refreshes once after `401 invalid_token`, retries what
-//! the contract calls transient (with the same key), reports quota headers to the
+//! The API floor: every backend request goes through one pipeline, [`Api::send`] for a
+//! whole body or [`Api::send_stream`] for a body read as it arrives. The pipeline keeps
+//! the idempotency key for the logical request (the caller's, or one minted here for a
+//! POST), the total deadline up to the response head, asks auth for a fresh token on each
+//! attempt, refreshes once after `401 invalid_token`, retries what the contract calls
+//! transient when sending again is safe (`crate::retry`), reports quota headers to the
 //! observer, and maps every failure to the internal error once.
-
-mod backoff;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,37 +13,12 @@ use bytes::Bytes;
 use reqwest::Method;
 use tokio::time::Instant;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Token};
 use crate::config::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::quota::{self, QuotaObserver};
-use crate::transport::{request_id, Outgoing, Transport};
-
-/// One logical request.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub method: Method,
-    /// Path under `/api/v1/`.
-    pub path: String,
-    pub json_body: Option<Bytes>,
-    pub authenticated: bool,
-}
-
-impl Request {
-    pub fn post_json(path: &str, body: impl Into<Bytes>) -> Self {
-        Request {
-            method: Method::POST,
-            path: path.into(),
-            json_body: Some(body.into()),
-            authenticated: true,
-        }
-    }
-
-    pub fn unauthenticated(mut self) -> Self {
-        self.authenticated = false;
-        self
-    }
-}
+use crate::retry;
+use crate::transport::{request_id, Chunks, Request, Transport};
 
 /// A 2xx response, its body read (within the cap).
 #[derive(Debug, Clone)]
@@ -51,6 +26,47 @@ pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
     pub request_id: Option<String>,
+}
+
+#[allow(
+    dead_code,
+    reason = "the streaming seam: chat reads SSE through it (tested below)"
+)]
+/// A 2xx response whose body is read chunk by chunk as it arrives: each chunk within the
+/// idle timeout, and no total cap on a stream that keeps flowing.
+pub struct Stream {
+    pub status: u16,
+    pub request_id: Option<String>,
+    chunks: Chunks,
+}
+
+#[allow(dead_code, reason = "the streaming seam (tested below)")]
+impl Stream {
+    /// The next chunk of the body, or `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
+        self.chunks.next(None).await
+    }
+}
+
+/// What an attempt reads past the head.
+#[allow(dead_code, reason = "Stream is the streaming seam (tested below)")]
+#[derive(Clone, Copy)]
+enum Want {
+    Body,
+    Stream,
+}
+
+#[allow(dead_code, reason = "Stream is the streaming seam (tested below)")]
+enum Got {
+    Body(Vec<u8>),
+    Stream(Chunks),
+}
+
+/// Why an attempt failed: the attempt's own failure (retry policy applies, with the token
+/// it used for a 401), or a failure to even get a token (final: auth retried already).
+enum Failure {
+    Attempt(Error, Option<u64>),
+    Final(Error),
 }
 
 pub struct Api {
@@ -81,51 +97,74 @@ impl Api {
         }
     }
 
+    /// Sends `req` and reads its whole body (at most `max_response_bytes`), all within
+    /// the total deadline.
     pub async fn send(&self, req: Request) -> Result<Reply> {
+        let (status, request_id, got) = self.run(req, Want::Body).await?;
+        match got {
+            Got::Body(body) => Ok(Reply {
+                status,
+                body,
+                request_id,
+            }),
+            Got::Stream(_) => Err(Error::decode("internal: a body was expected")),
+        }
+    }
+
+    #[allow(
+        dead_code,
+        reason = "the streaming seam: chat reads SSE through it (tested below)"
+    )]
+    /// Sends `req` and returns its body as a stream once the head of a 2xx arrived. The
+    /// total deadline covers attempts up to that head; retries happen only before it.
+    pub async fn send_stream(&self, req: Request) -> Result<Stream> {
+        let (status, request_id, got) = self.run(req, Want::Stream).await?;
+        match got {
+            Got::Stream(chunks) => Ok(Stream {
+                status,
+                request_id,
+                chunks,
+            }),
+            Got::Body(_) => Err(Error::decode("internal: a stream was expected")),
+        }
+    }
+
+    async fn run(&self, mut req: Request, want: Want) -> Result<(u16, Option<String>, Got)> {
         let deadline = Instant::now() + self.total;
         // POSTs spend quota: one key for the logical request, reused by every retry.
-        let key = (req.method == Method::POST).then(|| uuid::Uuid::new_v4().to_string());
+        if req.idempotency_key.is_none() && req.method == Method::POST {
+            req.idempotency_key = Some(uuid::Uuid::new_v4().to_string());
+        }
         let mut attempt: u32 = 0;
         let mut refreshed = false;
         loop {
             attempt += 1;
-            let (mut err, bearer) = match self.attempt(&req, key.as_deref(), deadline).await {
-                Ok(reply) => return Ok(reply),
-                Err(failure) => failure,
+            let (err, generation) = match self.attempt(&req, want, deadline).await {
+                Ok(done) => return Ok(done),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Attempt(e, generation)) => (e, generation),
             };
-            if let (Error::Http(f), Some(token)) = (&err, &bearer) {
+            if let (Error::Http(f), Some(generation)) = (&err, generation) {
                 if f.status == 401 {
                     if f.code == "session_revoked" {
-                        self.auth.revoked().await;
+                        self.auth.revoked(generation).await;
                         return Err(Error::SignedOut);
                     }
                     if !refreshed {
                         tracing::debug!(target: "tether::api", path = %req.path, "token rejected; refreshing once");
-                        match self.auth.refresh_rejected(token, deadline).await {
-                            Ok(_) => {
-                                refreshed = true;
-                                attempt -= 1;
-                                continue;
-                            }
-                            // A refresh that failed transiently is retried like any attempt.
-                            Err(e) => err = e,
-                        }
+                        // A failed refresh is final here: it retried on its own already.
+                        self.auth.refresh_rejected(generation, deadline).await?;
+                        refreshed = true;
+                        attempt -= 1;
+                        continue;
                     }
                 }
             }
-            if !err.is_transient() || attempt >= self.retry.max_attempts {
+            let Some(wait) =
+                retry::next_wait(&self.retry, attempt, &err, req.is_replay_safe(), deadline)
+            else {
                 return Err(err);
-            }
-            let wait = match err.retry_after() {
-                Some(hint) if hint > Duration::from_secs(self.retry.max_retry_after_s.into()) => {
-                    return Err(err)
-                }
-                Some(hint) => hint,
-                None => backoff::full_jitter(&self.retry, attempt),
             };
-            if Instant::now() + wait >= deadline {
-                return Err(err);
-            }
             tracing::warn!(
                 target: "tether::api",
                 path = %req.path, attempt, wait_ms = wait.as_millis() as u64, error = %err,
@@ -135,57 +174,48 @@ impl Api {
         }
     }
 
-    /// One attempt. On failure, also returns the token it used (to refresh after a 401).
     async fn attempt(
         &self,
         req: &Request,
-        key: Option<&str>,
+        want: Want,
         deadline: Instant,
-    ) -> Result<Reply, (Error, Option<String>)> {
-        let bearer = if req.authenticated {
-            Some(
-                self.auth
-                    .access_token(deadline)
-                    .await
-                    .map_err(|e| (e, None))?,
-            )
+    ) -> std::result::Result<(u16, Option<String>, Got), Failure> {
+        let token: Option<Token> = if req.authenticated {
+            Some(self.auth.token(deadline).await.map_err(Failure::Final)?)
         } else {
             None
         };
-        let out = Outgoing {
-            method: req.method.clone(),
-            path: req.path.clone(),
-            json_body: req.json_body.clone(),
-            idempotency_key: key.map(str::to_string),
-            bearer,
-        };
-        let fail = |e: Error| (e, out.bearer.clone());
-        let resp = self.transport.send(&out, deadline).await.map_err(fail)?;
+        let generation = token.as_ref().map(|t| t.generation);
+        let fail = |e: Error| Failure::Attempt(e, generation);
+        let resp = self
+            .transport
+            .send(req, token.as_ref().map(|t| t.value.as_str()), deadline)
+            .await
+            .map_err(fail)?;
         let status = resp.status();
-        let headers = resp.headers().clone();
-        let rid = request_id(&headers);
+        let rid = request_id(resp.headers());
         tracing::debug!(
             target: "tether::api",
             method = %req.method, path = %req.path, status = status.as_u16(), request_id = rid.as_deref().unwrap_or("-"),
             "response"
         );
         if req.authenticated {
-            if let Some(q) = quota::from_headers(&headers, self.transport.clock.now_s()) {
+            if let Some(q) = quota::from_headers(resp.headers(), self.transport.clock.now_s()) {
                 self.quota.observe(q);
             }
         }
         if !status.is_success() {
             return Err(fail(self.transport.error_from(resp, deadline).await));
         }
-        let body = self
-            .transport
-            .read_body(resp, self.max_body, deadline)
-            .await
-            .map_err(fail)?;
-        Ok(Reply {
-            status: status.as_u16(),
-            body,
-            request_id: rid,
-        })
+        let got = match want {
+            Want::Body => Got::Body(
+                self.transport
+                    .read_body(resp, self.max_body, deadline)
+                    .await
+                    .map_err(fail)?,
+            ),
+            Want::Stream => Got::Stream(self.transport.chunks(resp)),
+        };
+        Ok((status.as_u16(), rid, got))
     }
 }

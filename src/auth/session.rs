@@ -1,5 +1,6 @@
-//! The session: tokens plus when the access token expires, in server time. Its `Debug`
-//! shows no token; the JSON it persists goes to the app's `TokenStore` and nowhere else.
+//! The session: tokens plus when the access token expires, in server time, and the
+//! recovery record of a refresh in flight ([`PendingRefresh`]). Their `Debug` shows no
+//! token; the JSON they persist goes to the app's `TokenStore` and nowhere else.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -30,19 +31,51 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// What must be on disk before a refresh is sent: the refresh token it spends and the
+/// `Idempotency-Key` it is sent with. Replaying that key with that token gets the rotated
+/// session back from the backend, after a lost response, a cancel, a kill or a relaunch.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRefresh {
+    pub refresh_token: String,
+    pub key: String,
+}
+
+impl PendingRefresh {
+    /// A fresh key for spending `refresh_token`.
+    pub fn new(refresh_token: &str) -> Self {
+        PendingRefresh {
+            refresh_token: refresh_token.to_string(),
+            key: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingRefresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingRefresh")
+            .field("refresh_token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The format version this library writes. v1 (the foundation's) is read too.
+const STORED_VERSION: u32 = 2;
+
 /// What the store holds: versioned so a later layout can migrate it.
 #[derive(Serialize, Deserialize)]
 struct Stored {
     v: u32,
     #[serde(flatten)]
     session: Session,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_refresh: Option<PendingRefresh>,
 }
 
 #[derive(Deserialize)]
 struct Wire {
     access_token: String,
     token_type: Option<String>,
-    expires_in: Option<i64>,
+    expires_in: Option<u64>,
     refresh_token: String,
     user: WireUser,
 }
@@ -70,9 +103,13 @@ impl Session {
             }
         }
         // `exp` is read only to schedule a refresh; the server decides validity.
+        // Server numbers saturate instead of overflowing: a huge `expires_in` is "far
+        // away", never a panic or a time in the past.
         let expires_at = match (jwt_exp(&w.access_token), w.expires_in) {
             (Some(exp), _) => exp,
-            (None, Some(secs)) if secs > 0 => server_now + secs,
+            (None, Some(secs)) if secs > 0 => {
+                server_now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX))
+            }
             _ => {
                 return Err(Error::decode(
                     "session: no expiry (neither JWT exp nor expires_in)",
@@ -85,7 +122,7 @@ impl Session {
             user_id: w.user.id,
             anonymous: w.user.anonymous,
             expires_at,
-            lifetime_s: (expires_at - server_now).max(1),
+            lifetime_s: expires_at.saturating_sub(server_now).max(1),
         })
     }
 
@@ -93,28 +130,39 @@ impl Session {
     /// at most half the token's lifetime: a short-lived token must not look "expiring"
     /// from the moment it arrives, which is how refresh storms start.
     pub fn needs_refresh(&self, server_now: i64, skew_s: i64) -> bool {
-        let margin = skew_s.min(self.lifetime_s / 2);
-        server_now >= self.expires_at - margin
+        let margin = skew_s.min(self.lifetime_s / 2).max(0);
+        server_now >= self.expires_at.saturating_sub(margin)
     }
 
-    pub fn to_stored(&self) -> String {
+    /// The stored form of this session and, if a refresh of it may be in flight, its
+    /// recovery record.
+    pub fn to_stored(&self, pending: Option<&PendingRefresh>) -> Result<String> {
         serde_json::to_string(&Stored {
-            v: 1,
+            v: STORED_VERSION,
             session: self.clone(),
+            pending_refresh: pending.cloned(),
         })
-        .unwrap_or_default()
+        .map_err(|e| Error::Storage(format!("encoding the session: {e}")))
     }
 
-    pub fn from_stored(s: &str) -> Result<Session> {
-        let stored: Stored =
-            serde_json::from_str(s).map_err(|e| Error::decode(format!("stored session: {e}")))?;
-        if stored.v != 1 {
+    /// Reads what `to_stored` wrote (or the foundation's v1). A newer or unreadable
+    /// format is an error: the caller leaves such a value in place.
+    pub fn from_stored(s: &str) -> Result<(Session, Option<PendingRefresh>)> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let v = serde_json::from_str::<Version>(s)
+            .map_err(|e| Error::decode(format!("stored session: {e}")))?
+            .v;
+        if !(1..=STORED_VERSION).contains(&v) {
             return Err(Error::decode(format!(
-                "stored session: unknown version {}",
-                stored.v
+                "stored session: format v{v} is newer than this library's (v{STORED_VERSION})"
             )));
         }
-        Ok(stored.session)
+        let stored: Stored =
+            serde_json::from_str(s).map_err(|e| Error::decode(format!("stored session: {e}")))?;
+        Ok((stored.session, stored.pending_refresh))
     }
 }
 
@@ -193,6 +241,35 @@ mod tests {
         assert!(s.needs_refresh(98, 60));
         let d = format!("{s:?}");
         assert!(!d.contains("secret"), "{d}");
-        assert_eq!(Session::from_stored(&s.to_stored()).unwrap(), s);
+        assert_eq!(
+            Session::from_stored(&s.to_stored(None).unwrap()).unwrap(),
+            (s.clone(), None)
+        );
+        let p = PendingRefresh::new(&s.refresh_token);
+        assert!(!format!("{p:?}").contains("secret"));
+        let (back, pending) = Session::from_stored(&s.to_stored(Some(&p)).unwrap()).unwrap();
+        assert_eq!((back, pending), (s.clone(), Some(p)));
+        // The foundation's v1 is still read; a newer format is refused, not guessed at.
+        let v1 = s.to_stored(None).unwrap().replace("\"v\":2", "\"v\":1");
+        assert_eq!(Session::from_stored(&v1).unwrap().0, s);
+        let v3 = s.to_stored(None).unwrap().replace("\"v\":2", "\"v\":3");
+        assert!(matches!(Session::from_stored(&v3), Err(Error::Decode(m)) if m.contains("newer")));
+    }
+
+    #[test]
+    fn huge_server_numbers_saturate_instead_of_overflowing() {
+        let body = format!(
+            r#"{{"access_token":"opaque","expires_in":{},"refresh_token":"r","user":{{"id":"u"}}}}"#,
+            u64::MAX
+        );
+        let s = Session::from_response(body.as_bytes(), 1_000).unwrap();
+        assert_eq!(s.expires_at, i64::MAX);
+        assert!(!s.needs_refresh(1_000, 60));
+        assert!(!s.needs_refresh(i64::MAX / 4, i64::MAX));
+        let far_past = jwt(&format!(r#"{{"exp":{}}}"#, i64::MIN));
+        let body =
+            format!(r#"{{"access_token":"{far_past}","refresh_token":"r","user":{{"id":"u"}}}}"#);
+        let s = Session::from_response(body.as_bytes(), i64::MAX).unwrap();
+        assert!(s.needs_refresh(0, 60));
     }
 }

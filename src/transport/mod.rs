@@ -1,8 +1,12 @@
 //! Transport: the one `reqwest` client, one HTTP attempt at a time, with the contract's
-//! fixed headers, the first-byte / idle / total deadlines, capped body reads, the server
-//! clock, and decoding of the contract's error bodies. No auth, no retries: those live
-//! on the floors above.
+//! fixed headers, the first-byte / idle / total deadlines, the chunk reader that capped
+//! body reads and streams share, the server clock, and decoding of the contract's error
+//! bodies. No auth, no retries: those live on the floors above.
+//!
+//! [`Request`] is the one request type from the api floor down: the api floor fills in
+//! the idempotency key, each attempt adds the bearer token it was given.
 
+mod body;
 mod clock;
 
 use std::time::Duration;
@@ -14,6 +18,11 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
+#[allow(
+    unused_imports,
+    reason = "the multipart seam: upload builds forms with it (tested in body.rs)"
+)]
+pub use body::{Body, Multipart, Part, Source};
 pub use clock::ServerClock;
 
 use crate::config::ClientConfig;
@@ -23,17 +32,62 @@ use crate::quota::Quota;
 /// Error bodies are small; a huge one is read only this far.
 const ERROR_BODY_CAP: u64 = 64 * 1024;
 
-/// One request as the transport sends it: everything but the deadline.
+/// One logical request, as every floor from the api down sees it. Its `Debug` shows the
+/// body's size only (a refresh body carries a token).
 #[derive(Debug, Clone)]
-pub struct Outgoing {
+pub struct Request {
     pub method: Method,
     /// Path under `/api/v1/`, e.g. `auth/refresh`.
     pub path: String,
-    /// Shared, so a retry re-sends it without copying.
-    pub json_body: Option<Bytes>,
+    pub body: Body,
+    /// Whether the session's access token is sent (and refreshed as needed).
+    pub authenticated: bool,
+    /// The `Idempotency-Key`: supplied by the caller (so it can be stored before the first
+    /// attempt) or minted by the api floor for a POST. The same for every retry.
     pub idempotency_key: Option<String>,
-    /// The access token, when the request is authenticated. Never logged.
-    pub bearer: Option<String>,
+}
+
+impl Request {
+    /// An authenticated request without a body.
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Request {
+            method,
+            path: path.into(),
+            body: Body::Empty,
+            authenticated: true,
+            idempotency_key: None,
+        }
+    }
+
+    /// An authenticated POST with a JSON body.
+    pub fn post_json(path: impl Into<String>, json: impl Into<Bytes>) -> Self {
+        Request::new(Method::POST, path).with_body(Body::json(json))
+    }
+
+    pub fn with_body(mut self, body: Body) -> Self {
+        self.body = body;
+        self
+    }
+
+    pub fn unauthenticated(mut self) -> Self {
+        self.authenticated = false;
+        self
+    }
+
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Whether sending this request twice has the effect of sending it once: an
+    /// idempotent method, or a key the server deduplicates on.
+    pub fn is_replay_safe(&self) -> bool {
+        self.idempotency_key.is_some()
+            || matches!(
+                self.method,
+                Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+            )
+    }
 }
 
 pub struct Transport {
@@ -116,9 +170,15 @@ impl Transport {
         Ok(url)
     }
 
-    /// Sends one attempt and waits for the response head (any status), within the
-    /// first-byte timeout and the caller's deadline. Learns the server clock from it.
-    pub async fn send(&self, req: &Outgoing, deadline: Instant) -> Result<reqwest::Response> {
+    /// Sends one attempt (with `bearer` as its access token, if any) and waits for the
+    /// response head (any status), within the first-byte timeout and the caller's
+    /// deadline. Learns the server clock from it.
+    pub async fn send(
+        &self,
+        req: &Request,
+        bearer: Option<&str>,
+        deadline: Instant,
+    ) -> Result<reqwest::Response> {
         let url = self.url(&req.path)?;
         let mut b = self
             .client
@@ -129,16 +189,19 @@ impl Transport {
         if let Some(key) = &req.idempotency_key {
             b = b.header("idempotency-key", key);
         }
-        if let Some(token) = &req.bearer {
+        if let Some(token) = bearer {
             let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| Error::Decode("access token is not a valid header value".into()))?;
             v.set_sensitive(true);
             b = b.header(reqwest::header::AUTHORIZATION, v);
         }
-        if let Some(body) = &req.json_body {
+        if let Some(body) = req.body.open().await? {
+            if let Some(ct) = req.body.content_type() {
+                b = b.header(reqwest::header::CONTENT_TYPE, ct);
+            }
             b = b
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
+                .header(reqwest::header::CONTENT_LENGTH, req.body.len())
+                .body(body);
         }
         let (limit, kind) = bounded(self.first_byte, deadline, TimeoutKind::FirstByte);
         let resp = match tokio::time::timeout(limit, b.send()).await {
@@ -160,11 +223,19 @@ impl Transport {
         Ok(resp)
     }
 
+    /// The body of `resp` as a stream of chunks, each due within the idle timeout.
+    pub fn chunks(&self, resp: reqwest::Response) -> Chunks {
+        Chunks {
+            resp,
+            idle: self.idle,
+        }
+    }
+
     /// Reads a whole body, refusing (without reading on) one larger than `cap` bytes.
     /// Each chunk must arrive within the idle timeout, all of it before the deadline.
     pub async fn read_body(
         &self,
-        mut resp: reqwest::Response,
+        resp: reqwest::Response,
         cap: u64,
         deadline: Instant,
     ) -> Result<Vec<u8>> {
@@ -172,20 +243,14 @@ impl Transport {
             return Err(Error::ResponseTooLarge { limit: cap });
         }
         let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0).min(cap) as usize);
-        loop {
-            let (limit, kind) = bounded(self.idle, deadline, TimeoutKind::Idle);
-            match tokio::time::timeout(limit, resp.chunk()).await {
-                Err(_) => return Err(Error::Timeout(kind)),
-                Ok(Err(e)) => return Err(classify(&e)),
-                Ok(Ok(None)) => return Ok(buf),
-                Ok(Ok(Some(chunk))) => {
-                    if buf.len() as u64 + chunk.len() as u64 > cap {
-                        return Err(Error::ResponseTooLarge { limit: cap });
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
+        let mut chunks = self.chunks(resp);
+        while let Some(chunk) = chunks.next(Some(deadline)).await? {
+            if buf.len() as u64 + chunk.len() as u64 > cap {
+                return Err(Error::ResponseTooLarge { limit: cap });
             }
+            buf.extend_from_slice(&chunk);
         }
+        Ok(buf)
     }
 
     /// Turns a non-2xx response into the internal error, decoding the contract's error
@@ -199,6 +264,29 @@ impl Transport {
             .await
             .unwrap_or_default();
         Error::Http(Box::new(decode_failure(status, &headers, &body)))
+    }
+}
+
+/// A response body read chunk by chunk: the one loop that whole-body reads and streams
+/// share. Each chunk must come within the idle timeout; a deadline, when given, caps the
+/// whole read (a stream that keeps flowing has none).
+pub struct Chunks {
+    resp: reqwest::Response,
+    idle: Duration,
+}
+
+impl Chunks {
+    /// The next chunk, or `None` at the end of the body.
+    pub async fn next(&mut self, deadline: Option<Instant>) -> Result<Option<Bytes>> {
+        let (limit, kind) = match deadline {
+            Some(d) => bounded(self.idle, d, TimeoutKind::Idle),
+            None => (self.idle, TimeoutKind::Idle),
+        };
+        match tokio::time::timeout(limit, self.resp.chunk()).await {
+            Err(_) => Err(Error::Timeout(kind)),
+            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(chunk)) => Ok(chunk),
+        }
     }
 }
 
@@ -251,21 +339,20 @@ pub fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(|s| s.chars().take(128).collect())
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
+/// `Retry-After` as delta-seconds or an HTTP date. A date is the server's time, so it is
+/// read against the response's own `Date` (the device clock may be off by hours), and
+/// against the device clock only when the response has no `Date`.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    let header = |name| headers.get(name)?.to_str().ok().map(str::trim);
+    let v = header(reqwest::header::RETRY_AFTER)?;
     if let Ok(s) = v.parse::<u64>() {
         return Some(Duration::from_secs(s));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
+    let now = header(reqwest::header::DATE)
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .unwrap_or_else(std::time::SystemTime::now);
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -389,5 +476,22 @@ mod tests {
             br#"{"error":{"code":"rate_limited","message":"slow down","retry_after":99}}"#,
         );
         assert_eq!(f.retry_after, Some(Duration::from_secs(99)));
+    }
+
+    #[test]
+    fn an_http_date_retry_after_is_read_against_the_servers_date() {
+        // The server's clock is a day ahead of this device: only its own `Date` tells
+        // that the retry is 120 s away.
+        let server_now = std::time::SystemTime::now() + Duration::from_secs(86_400);
+        let mut h = HeaderMap::new();
+        h.insert("date", httpdate::fmt_http_date(server_now).parse().unwrap());
+        h.insert(
+            "retry-after",
+            httpdate::fmt_http_date(server_now + Duration::from_secs(120))
+                .parse()
+                .unwrap(),
+        );
+        let f = decode_failure(StatusCode::SERVICE_UNAVAILABLE, &h, b"");
+        assert_eq!(f.retry_after, Some(Duration::from_secs(120)));
     }
 }

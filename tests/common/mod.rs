@@ -172,6 +172,7 @@ pub fn quota_request() -> tether::ApiRequest {
         path: "quota".into(),
         json_body: None,
         authenticated: true,
+        idempotency_key: None,
     }
 }
 
@@ -181,5 +182,6 @@ pub fn job_request() -> tether::ApiRequest {
         path: "jobs".into(),
         json_body: Some(r#"{"kind":"transcribe","input":{"media":"m1"}}"#.into()),
         authenticated: true,
+        idempotency_key: None,
     }
 }

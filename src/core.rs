@@ -1,0 +1,163 @@
+//! `Core`: builds the floors below from a `ClientConfig` and owns the wiring between them
+//! (the server clock persisted in the store, quota headers to their observer, one log
+//! dispatch). The facade's methods each delegate to one method here; these return the
+//! internal error and never reach through another floor's fields from outside.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use tokio::time::Instant;
+
+use crate::api::Api;
+use crate::auth::{Auth, AuthListener, AuthState, AuthTiming, TokenStore, User};
+use crate::client::{ApiRequest, ApiResponse, HttpMethod};
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+use crate::logging::{self, Logger};
+use crate::quota::{LatestQuota, Quota};
+use crate::store::Store;
+use crate::subscription::Subscription;
+use crate::transport::{Body, Request, Transport};
+
+pub(crate) struct Core {
+    pub dispatch: tracing::Dispatch,
+    transport: Arc<Transport>,
+    auth: Arc<Auth>,
+    api: Api,
+    quota: Arc<LatestQuota>,
+    first_byte: Duration,
+}
+
+impl Core {
+    pub fn new(
+        config: ClientConfig,
+        token_store: Arc<dyn TokenStore>,
+        logger: Option<Arc<dyn Logger>>,
+    ) -> Result<Core> {
+        let transport = Arc::new(Transport::new(&config)?);
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::Storage(format!("data_dir {:?}: {e}", config.data_dir)))?;
+        let store = Arc::new(Store::open(Path::new(&config.data_dir))?);
+        persist_clock(&store, &transport)?;
+        let total = Duration::from_millis(config.timeouts.total_ms.into());
+        let auth = Arc::new(Auth::new(
+            transport.clone(),
+            token_store,
+            AuthTiming {
+                total,
+                retry: config.retry.clone(),
+                skew_s: config.refresh_skew_s.into(),
+            },
+        ));
+        let quota = Arc::new(LatestQuota::default());
+        let api = Api::new(
+            transport.clone(),
+            auth.clone(),
+            quota.clone(),
+            config.retry.clone(),
+            total,
+            config.max_response_bytes.into(),
+        );
+        Ok(Core {
+            dispatch: logging::dispatch(logger),
+            transport,
+            auth,
+            api,
+            quota,
+            first_byte: Duration::from_millis(config.timeouts.first_byte_ms.into()),
+        })
+    }
+}
+
+/// The server-clock offset survives a relaunch: seeded from the store, saved on change.
+fn persist_clock(store: &Arc<Store>, transport: &Transport) -> Result<()> {
+    const KEY: &str = "server_clock_offset_ms";
+    if let Some(offset) = store.get(KEY)?.and_then(|v| v.parse().ok()) {
+        transport.clock.seed(offset);
+    }
+    let store = store.clone();
+    transport.on_clock_change(move |offset| {
+        let store = store.clone();
+        // Off the async workers; a failed write only costs the hint on next launch.
+        drop(tokio::task::spawn_blocking(move || {
+            store.set(KEY, &offset.to_string())
+        }));
+    });
+    Ok(())
+}
+
+/// Session.
+impl Core {
+    pub fn auth_state(&self) -> AuthState {
+        self.auth.state()
+    }
+
+    pub async fn restore_session(&self) -> Result<AuthState> {
+        self.auth.restore().await
+    }
+
+    pub async fn sign_in_anonymously(&self, device_id: Option<String>) -> Result<User> {
+        self.auth.sign_in_anonymously(device_id).await
+    }
+
+    pub async fn sign_out(&self) -> Result<()> {
+        self.auth.sign_out().await
+    }
+
+    pub async fn access_token(&self) -> Result<String> {
+        let deadline = Instant::now() + self.first_byte;
+        Ok(self.auth.token(deadline).await?.value)
+    }
+
+    pub fn add_auth_listener(&self, listener: Arc<dyn AuthListener>) -> Arc<Subscription> {
+        self.auth.subscribe(self.dispatch.clone(), listener)
+    }
+}
+
+/// Requests.
+impl Core {
+    pub async fn send(&self, request: ApiRequest) -> Result<ApiResponse> {
+        let first = request.path.trim_start_matches('/').split('/').next();
+        // The session is the auth floor's alone: a raw call could spend the refresh token.
+        if first.is_some_and(|s| s.eq_ignore_ascii_case("auth") || s.contains('%')) {
+            return Err(Error::InvalidInput(format!(
+                "{:?} is not for send(): sessions are managed by the client",
+                request.path
+            )));
+        }
+        let method = match request.method {
+            HttpMethod::Get => Method::GET,
+            HttpMethod::Post => Method::POST,
+            HttpMethod::Put => Method::PUT,
+            HttpMethod::Patch => Method::PATCH,
+            HttpMethod::Delete => Method::DELETE,
+        };
+        let mut req = Request::new(method, request.path);
+        req.authenticated = request.authenticated;
+        req.idempotency_key = request.idempotency_key;
+        if let Some(json) = request.json_body {
+            req.body = Body::json(json);
+        }
+        let reply = self.api.send(req).await?;
+        let body = String::from_utf8(reply.body)
+            .map_err(|_| Error::decode("response body is not UTF-8"))?;
+        Ok(ApiResponse {
+            status: reply.status,
+            body,
+            request_id: reply.request_id,
+        })
+    }
+
+    pub fn server_clock_offset_ms(&self) -> Option<i64> {
+        self.transport.clock.offset_ms()
+    }
+}
+
+/// Quota.
+impl Core {
+    pub fn last_quota(&self) -> Option<Quota> {
+        self.quota.get()
+    }
+}
