@@ -82,8 +82,10 @@ pub struct ClientConfig {
     pub client_id: String,
     /// A directory the library may write to (its SQLite database lives there).
     pub data_dir: String,
+    /// Deadlines.
     #[uniffi(default)]
     pub timeouts: Timeouts,
+    /// How transient failures are retried.
     #[uniffi(default)]
     pub retry: RetryPolicy,
     /// Appended to the `User-Agent` (`tether/<version> (<platform>) <suffix>`),

@@ -129,17 +129,25 @@ impl Error {
 pub enum TetherError {
     /// The network is unreachable or the connection broke. Retryable later.
     #[error("network error: {detail}")]
-    Network { detail: String },
+    Network {
+        /// What failed, for logs and bug reports.
+        detail: String,
+    },
     /// A configured deadline (connect, first byte, idle, total) ran out. Retryable.
     #[error("timed out: {detail}")]
-    Timeout { detail: String },
+    Timeout {
+        /// Which deadline, by its `ClientConfig` field name.
+        detail: String,
+    },
     /// The call was cancelled through its `CancelHandle` or by dropping its future.
     #[error("cancelled")]
     Cancelled,
     /// The server refused the credentials even after a refresh. Retry later or sign in again.
     #[error("unauthorized: {detail}")]
     Unauthorized {
+        /// The server's message, for logs and bug reports.
         detail: String,
+        /// The backend's `X-Request-ID`, when it answered.
         request_id: Option<String>,
     },
     /// There is no session (never signed in, signed out, or the session was revoked).
@@ -150,64 +158,94 @@ pub enum TetherError {
     /// lifts it; `quota` is the state the server reported with the refusal.
     #[error("plan required: {}", plan_required.as_deref().unwrap_or("upgrade"))]
     PlanRequired {
+        /// The plan that lifts the limit, e.g. `"pro"`.
         plan_required: Option<String>,
+        /// The quota the server reported with the refusal.
         quota: Option<Quota>,
+        /// The backend's `X-Request-ID`.
         request_id: Option<String>,
     },
     /// Authenticated but not allowed (e.g. the feature needs another plan). Do not retry.
     #[error("forbidden: {detail}")]
     Forbidden {
+        /// The server's message, for logs and bug reports.
         detail: String,
+        /// The backend's `X-Request-ID`, when it answered.
         request_id: Option<String>,
     },
     /// Too many requests, and retrying within the call's deadline was not possible.
     /// Wait `retry_after_s` seconds before trying again.
     #[error("rate limited (retry after {retry_after_s:?} s)")]
     RateLimited {
+        /// How long to wait, when the server said.
         retry_after_s: Option<u32>,
+        /// The backend's `X-Request-ID`.
         request_id: Option<String>,
     },
     /// The request body is over the server's limit. Do not retry as is.
     #[error("payload too large (max {max_bytes:?} bytes)")]
     PayloadTooLarge {
+        /// The server's limit, when it said.
         max_bytes: Option<u32>,
+        /// The backend's `X-Request-ID`.
         request_id: Option<String>,
     },
     /// The response body was over the client's cap (`ClientConfig::max_response_bytes`);
     /// it was not read into memory.
     #[error("response too large (over {limit_bytes} bytes)")]
-    ResponseTooLarge { limit_bytes: u32 },
+    ResponseTooLarge {
+        /// The cap that was exceeded.
+        limit_bytes: u32,
+    },
     /// The media type is not accepted (image format). Do not retry as is.
     #[error("unsupported media type: {detail}")]
     UnsupportedMedia {
+        /// The server's message, for logs and bug reports.
         detail: String,
+        /// The backend's `X-Request-ID`, when it answered.
         request_id: Option<String>,
     },
     /// The request was rejected as malformed or invalid (400, 404, 422, or checked locally).
     /// A bug or bad user input: do not retry as is.
     #[error("invalid input ({code}): {detail}")]
     InvalidInput {
+        /// The contract's error code (`bad_request`, `invalid_input`, ...).
         code: String,
+        /// The server's message, for logs and bug reports.
         detail: String,
+        /// The backend's `X-Request-ID`, when it answered.
         request_id: Option<String>,
     },
     /// The server failed (5xx, or a status the contract does not name) and retries ran out.
     #[error("server error {status} ({code}): {detail}")]
     Server {
+        /// The HTTP status.
         status: u16,
+        /// The contract's error code (`internal`, `upstream`, ...).
         code: String,
+        /// The server's message, for logs and bug reports.
         detail: String,
+        /// The backend's `X-Request-ID`, when it answered.
         request_id: Option<String>,
     },
     /// Local storage (token store, database) failed. The session is kept; retry later.
     #[error("storage error: {detail}")]
-    Storage { detail: String },
+    Storage {
+        /// What failed, for logs and bug reports.
+        detail: String,
+    },
     /// A response could not be decoded (malformed JSON, wrong shape, truncated body).
     #[error("decode error: {detail}")]
-    Decode { detail: String },
+    Decode {
+        /// What could not be decoded, for logs and bug reports.
+        detail: String,
+    },
     /// The configuration is invalid. Raised at construction.
     #[error("configuration error: {detail}")]
-    Config { detail: String },
+    Config {
+        /// Which field is wrong and why.
+        detail: String,
+    },
 }
 
 impl From<Error> for TetherError {

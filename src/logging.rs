@@ -15,9 +15,13 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 /// Severity of a log record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, uniffi::Enum)]
 pub enum LogLevel {
+    /// Step-by-step detail (each response, each retry decision).
     Debug,
+    /// What happened (signed in, session refreshed).
     Info,
+    /// Something went wrong and was handled (a retry, a failed save kept in memory).
     Warn,
+    /// Something went wrong and was not handled.
     Error,
 }
 

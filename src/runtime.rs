@@ -27,7 +27,9 @@ pub(crate) fn runtime() -> &'static Runtime {
             .thread_name("tether-rt")
             .enable_all()
             .build()
-            .expect("the tokio runtime must start")
+            // Without its runtime the library can do nothing at all; this fails only if
+            // the OS refuses threads, long before any call could report it.
+            .unwrap_or_else(|e| panic!("the tokio runtime must start: {e}"))
     })
 }
 

@@ -1,4 +1,5 @@
 //! Auth sessions over real HTTP against the fault-injection server.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! the paths that need no injection: sign-in, quota headers, a metered call, the paywall
 //! at the configured limit (`QUOTA_LIMIT_FREE=3`), a rejected access token refreshed and
 //! retried once, refresh-token reuse signing out, and sign-out.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The HTTP pipeline over real loopback HTTP: headers, idempotency keys across retries,
 //! which failures are retried and how, error mapping, body caps, deadlines, cancellation.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod common;
 

@@ -219,3 +219,156 @@ impl Api {
         Ok((status.as_u16(), rid, got))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use tether_test_server::{Fault, TestServer};
+
+    use super::*;
+    use crate::auth::{in_memory_token_store, AuthTiming};
+    use crate::config::ClientConfig;
+    use crate::quota::LatestQuota;
+    use crate::transport::{Body, Multipart, Part, Source};
+
+    async fn signed_in(server: &TestServer, dir: &tempfile::TempDir, max_body: u32) -> Api {
+        let mut config = ClientConfig::new(server.url(), "test-app", dir.path().to_str().unwrap());
+        config.timeouts.idle_ms = 300;
+        config.retry.base_delay_ms = 10;
+        config.retry.max_delay_ms = 50;
+        let transport = Arc::new(Transport::new(&config).unwrap());
+        let timing = AuthTiming {
+            total: Duration::from_secs(10),
+            retry: config.retry.clone(),
+            skew_s: 60,
+        };
+        let auth = Arc::new(Auth::new(
+            transport.clone(),
+            in_memory_token_store(),
+            timing,
+        ));
+        auth.restore().await.unwrap();
+        auth.sign_in_anonymously(None).await.unwrap();
+        let quota = Arc::new(LatestQuota::default());
+        let total = Duration::from_secs(10);
+        Api::new(transport, auth, quota, config.retry, total, max_body.into())
+    }
+
+    #[tokio::test]
+    async fn a_stream_has_no_total_cap_and_keeps_the_pipeline_before_its_head() {
+        let server = TestServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let api = signed_in(&server, &dir, 64 * 1024).await;
+        let big = 3 << 20;
+        server.fault(
+            "/api/v1/quota",
+            Fault::HugeBody {
+                bytes: big,
+                chunked: true,
+            },
+        );
+        let err = api
+            .send(Request::new(Method::GET, "quota"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::ResponseTooLarge { .. }), "{err:?}");
+
+        // A 503 before the head is retried; then the body flows past the cap, chunk by chunk.
+        server.fault(
+            "/api/v1/quota",
+            Fault::Status {
+                status: 503,
+                code: "unavailable",
+                retry_after: None,
+            },
+        );
+        server.fault(
+            "/api/v1/quota",
+            Fault::HugeBody {
+                bytes: big,
+                chunked: true,
+            },
+        );
+        let mut stream = api
+            .send_stream(Request::new(Method::GET, "quota"))
+            .await
+            .unwrap();
+        assert_eq!(stream.status, 200);
+        let (mut total, mut chunks) = (0, 0);
+        while let Some(chunk) = stream.next().await.unwrap() {
+            total += chunk.len();
+            chunks += 1;
+        }
+        assert_eq!(total, big);
+        assert!(chunks > 1);
+        assert_eq!(server.count("/api/v1/quota"), 3);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_goes_silent_hits_the_idle_deadline() {
+        let server = TestServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let api = signed_in(&server, &dir, 1 << 20).await;
+        server.fault("/api/v1/quota", Fault::StallBody(Duration::from_secs(3)));
+        let mut stream = api
+            .send_stream(Request::new(Method::GET, "quota"))
+            .await
+            .unwrap();
+        assert!(stream.next().await.unwrap().is_some());
+        let err = stream.next().await.unwrap_err();
+        assert!(
+            matches!(err, Error::Timeout(crate::error::TimeoutKind::Idle)),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_multipart_file_is_re_streamed_whole_on_a_retry_with_one_key() {
+        let server = TestServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let api = signed_in(&server, &dir, 1 << 20).await;
+        let path: PathBuf = dir.path().join("photo.bin");
+        let content = "0123456789abcdef".repeat(20_000);
+        std::fs::write(&path, &content).unwrap();
+        let form = Multipart::new(vec![Part {
+            name: "image".into(),
+            filename: Some("photo.bin".into()),
+            content_type: Some("application/octet-stream".into()),
+            source: Source::File(path),
+        }])
+        .unwrap();
+        server.fault("/api/v1/echo", Fault::Drop);
+        let req = Request::new(Method::POST, "echo").with_body(Body::Multipart(Arc::new(form)));
+        api.send(req).await.unwrap();
+        let seen = server.requests_to("/api/v1/echo");
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].body, seen[1].body);
+        assert!(seen[0].body.contains(&content));
+        assert!(seen[0].idempotency_key.is_some());
+        assert_eq!(seen[0].idempotency_key, seen[1].idempotency_key);
+    }
+
+    #[tokio::test]
+    async fn a_callers_key_is_sent_on_every_attempt() {
+        let server = TestServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let api = signed_in(&server, &dir, 1 << 20).await;
+        server.fault(
+            "/api/v1/jobs",
+            Fault::Status {
+                status: 503,
+                code: "unavailable",
+                retry_after: None,
+            },
+        );
+        let req = Request::post_json("jobs", r#"{"kind":"transcribe","input":{}}"#)
+            .with_key("stored-before-the-first-attempt");
+        api.send(req).await.unwrap();
+        assert_eq!(
+            server.idempotency_keys("/api/v1/jobs"),
+            vec![Some("stored-before-the-first-attempt".to_string()); 2]
+        );
+        assert_eq!(server.charges(), 1);
+    }
+}

@@ -10,8 +10,12 @@ use std::sync::{Arc, Mutex};
 /// signs the user out because of it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum TokenStoreError {
+    /// The store cannot be used right now (locked, busy, failing). Retried later.
     #[error("token store unavailable: {detail}")]
-    Unavailable { detail: String },
+    Unavailable {
+        /// What failed.
+        detail: String,
+    },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for TokenStoreError {

@@ -67,13 +67,29 @@ impl Env {
     }
 }
 
-/// An in-memory token store whose content tests can inspect, and that can be "locked"
-/// like the iOS keychain during prewarming.
+/// What the next `save` of a [`SharedStore`] does.
+#[derive(Debug, Clone, Copy)]
+pub enum SaveStep {
+    Ok,
+    /// Refused, like a keychain item saved `WhenUnlocked` while the device is locked.
+    Fail,
+    /// Slow (a keychain under load), then saved.
+    Delay(std::time::Duration),
+}
+
+/// An in-memory token store whose content tests can inspect, that can be "locked" like
+/// the iOS keychain during prewarming, and whose next saves and loads can be scripted.
 #[derive(Default)]
 pub struct SharedStore {
     pub inner: InMemoryTokenStore,
     pub locked: Mutex<bool>,
     pub clears: Mutex<usize>,
+    /// Saves begun so far.
+    pub saves: Mutex<usize>,
+    /// Steps for the next saves, in order (then: `Ok`).
+    pub next_saves: Mutex<std::collections::VecDeque<SaveStep>>,
+    /// A delay for every load.
+    pub load_delay: Mutex<Option<std::time::Duration>>,
 }
 
 impl SharedStore {
@@ -82,6 +98,20 @@ impl SharedStore {
     }
     pub fn lock(&self, locked: bool) {
         *self.locked.lock().unwrap() = locked;
+    }
+    pub fn script_saves(&self, steps: &[SaveStep]) {
+        self.next_saves
+            .lock()
+            .unwrap()
+            .extend(steps.iter().copied());
+    }
+    pub fn saves_begun(&self) -> usize {
+        *self.saves.lock().unwrap()
+    }
+    /// The refresh token of the stored session, if any.
+    pub fn refresh_token(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(&self.value()?).ok()?;
+        v["refresh_token"].as_str().map(str::to_string)
     }
     fn check(&self) -> Result<(), TokenStoreError> {
         if *self.locked.lock().unwrap() {
@@ -96,10 +126,25 @@ impl SharedStore {
 
 impl TokenStore for SharedStore {
     fn load(&self) -> Result<Option<String>, TokenStoreError> {
+        let delay = *self.load_delay.lock().unwrap();
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         self.check()?;
         self.inner.load()
     }
     fn save(&self, value: String) -> Result<(), TokenStoreError> {
+        *self.saves.lock().unwrap() += 1;
+        let step = self.next_saves.lock().unwrap().pop_front();
+        match step {
+            Some(SaveStep::Fail) => {
+                return Err(TokenStoreError::Unavailable {
+                    detail: "keychain refused the write".into(),
+                })
+            }
+            Some(SaveStep::Delay(d)) => std::thread::sleep(d),
+            Some(SaveStep::Ok) | None => {}
+        }
         self.check()?;
         self.inner.save(value)
     }
@@ -153,6 +198,10 @@ impl Recorder {
         self.0.lock().unwrap().clone()
     }
 
+    pub fn last(&self) -> Option<Seen> {
+        self.events().last().cloned()
+    }
+
     /// Listener calls are asynchronous: wait (bounded) until `pred` holds.
     pub async fn wait_for(&self, pred: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
         for _ in 0..200 {
@@ -184,4 +233,15 @@ pub fn job_request() -> tether::ApiRequest {
         authenticated: true,
         idempotency_key: None,
     }
+}
+
+/// Polls `cond` every 10 ms for up to 10 s; panics with `what` if it never holds.
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
 }
