@@ -1,5 +1,5 @@
 //! `tether-bench`: the core's figures, one line each in the form of
-//! `shared/BENCHMARKS.md`, everything else on stderr. Run through `scripts/bench core`.
+//! `../shared/BENCHMARKS.md`, everything else on stderr. Run through `scripts/bench core`.
 //!
 //! What is compared, in one process against one loopback contract server:
 //! - `core/request_us`: one authenticated `GET /api/v1/quota` through `TetherClient::send`

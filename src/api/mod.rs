@@ -371,4 +371,32 @@ mod tests {
         );
         assert_eq!(server.charges(), 1);
     }
+
+    #[tokio::test]
+    async fn a_late_revocation_of_an_older_session_does_not_sign_out_a_newer_one() {
+        let server = TestServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let api = signed_in(&server, &dir, 1 << 20).await;
+        let old = api
+            .auth
+            .token(Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        let newer = api.auth.sign_in_anonymously(None).await.unwrap();
+        api.auth.revoked(old.generation).await;
+        assert_eq!(
+            api.auth.state(),
+            crate::auth::AuthState::SignedIn {
+                user_id: newer.id,
+                anonymous: true
+            }
+        );
+        let current = api
+            .auth
+            .token(Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        api.auth.revoked(current.generation).await;
+        assert_eq!(api.auth.state(), crate::auth::AuthState::SignedOut);
+    }
 }
