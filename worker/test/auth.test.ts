@@ -59,6 +59,16 @@ describe("anonymous sign-in", () => {
     expect(claims.sub).toBe(s.user.id);
   });
 
+  it("TENANT_LIMITS can shorten one tenant's access-token lifetime (sign-in and refresh)", async () => {
+    const s = await signIn("app-shortttl"); // TENANT_LIMITS: access_ttl_seconds 5
+    expect(s.expires_in).toBe(5);
+    const claims = JSON.parse(atob(s.access_token.split(".")[1]!.replaceAll("-", "+").replaceAll("_", "/")));
+    expect(claims.exp - claims.iat).toBe(5);
+    const r = (await (await refresh("app-shortttl", s.refresh_token)).json()) as Session;
+    expect(r.expires_in).toBe(5);
+    expect((await signIn(freshTenant())).expires_in).toBe(900);
+  });
+
   it("accepts an empty body", async () => {
     const res = await api("/auth/anonymous", { method: "POST", tenant: freshTenant() });
     expect(res.status).toBe(200);
