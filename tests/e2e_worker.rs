@@ -5,7 +5,9 @@
 //! The Worker cannot be scripted like the fault-injection server, so these tests drive
 //! the paths that need no injection: sign-in, quota headers, a metered call, the paywall
 //! at the configured limit (`QUOTA_LIMIT_FREE=3`), a rejected access token refreshed and
-//! retried once, refresh-token reuse signing out, and sign-out.
+//! retried once, refresh-token reuse signing out, and sign-out (also once the access token
+//! has expired: the tenant `dev.tether.e2e.short-ttl` gets 2-second tokens from
+//! `scripts/e2e`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -19,10 +21,46 @@ fn url() -> String {
     std::env::var("TETHER_E2E_URL").expect("TETHER_E2E_URL (run through scripts/e2e)")
 }
 
+/// The tenant whose access tokens live 2 s (`TENANT_LIMITS` in `scripts/e2e`).
+const SHORT_TTL_TENANT: &str = "dev.tether.e2e.short-ttl";
+
 fn client(store: Arc<SharedStore>, dir: &tempfile::TempDir) -> Arc<TetherClient> {
+    client_for("dev.tether.e2e", store, dir)
+}
+
+fn client_for(tenant: &str, store: Arc<SharedStore>, dir: &tempfile::TempDir) -> Arc<TetherClient> {
     let mut cfg = config(&url(), dir);
-    cfg.client_id = "dev.tether.e2e".into();
+    cfg.client_id = tenant.into();
     TetherClient::new(cfg, store).unwrap()
+}
+
+/// A request straight to the Worker, outside the client: (status, body).
+async fn raw(
+    method: reqwest::Method,
+    path: &str,
+    tenant: &str,
+    bearer: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}/api/v1/{path}", url()))
+        .header("X-Client-ID", tenant)
+        .header("User-Agent", "tether-e2e/1 (test)");
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// A later launch whose token store holds a copy of `stored` with its access token
@@ -180,5 +218,68 @@ async fn sign_out_revokes_the_refresh_token() {
     assert_eq!(
         c2.send(quota_request(), None).await.unwrap_err(),
         TetherError::SignedOut
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the reference Worker: scripts/e2e"]
+async fn sign_out_after_the_access_token_expired_revokes_the_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SharedStore::default());
+    let c = client_for(SHORT_TTL_TENANT, store.clone(), &dir);
+    c.restore_session().await.unwrap();
+    c.sign_in_anonymously(None, None).await.unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&store.value().unwrap()).unwrap();
+    let access = stored["access_token"].as_str().unwrap().to_string();
+    let refresh = stored["refresh_token"].as_str().unwrap().to_string();
+
+    // Wait until the Worker itself rejects the access token (2-second tokens for this
+    // tenant), so the sign-out below really carries an expired bearer.
+    let mut expired = false;
+    for _ in 0..40 {
+        let (status, body) = raw(
+            reqwest::Method::GET,
+            "quota",
+            SHORT_TTL_TENANT,
+            Some(&access),
+            None,
+        )
+        .await;
+        if status == 401 {
+            assert_eq!(body["error"]["code"], "invalid_token", "{body}");
+            expired = true;
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(
+        expired,
+        "the access token never expired: is TENANT_LIMITS set by scripts/e2e?"
+    );
+
+    c.sign_out().await.unwrap();
+    assert_eq!(store.value(), None);
+    assert_eq!(c.auth_state(), AuthState::SignedOut);
+
+    // The server revoked the family: a copy of the old session's refresh token is dead.
+    let (status, body) = raw(
+        reqwest::Method::POST,
+        "auth/refresh",
+        SHORT_TTL_TENANT,
+        None,
+        Some(serde_json::json!({ "refresh_token": refresh })),
+    )
+    .await;
+    // Only the error part of the body in a failure message: a 200 would hold live tokens.
+    assert_eq!(
+        status, 401,
+        "the refresh was not refused: {}",
+        body["error"]
+    );
+    assert_eq!(
+        body["error"]["code"], "session_revoked",
+        "{}",
+        body["error"]
     );
 }

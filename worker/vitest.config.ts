@@ -21,7 +21,11 @@ export default defineConfig({
           DETECT_DEADLINE_MS: "400",
           RATE_LIMIT_PER_MINUTE: "1000",
           ANON_SIGNUPS_PER_MINUTE: "30",
-          TENANT_LIMITS: JSON.stringify({ "app-ratelimit": { rate_limit_per_minute: 5 }, "app-small": { quota_limit_free: 3 } }),
+          TENANT_LIMITS: JSON.stringify({
+            "app-ratelimit": { rate_limit_per_minute: 5 },
+            "app-small": { quota_limit_free: 3 },
+            "app-shortttl": { access_ttl_seconds: 5 },
+          }),
         },
         // Outbound fetches of the Worker land here: a small local stand-in of
         // an OpenAI-compatible endpoint for the fallback tests.

@@ -1,6 +1,6 @@
 // Sessions: anonymous sign-in, rotating refresh tokens, sign-out, and the
 // access-token check used by every authenticated route.
-import { config } from "./config";
+import { config, limitsFor } from "./config";
 import type { Env } from "./env";
 import { ApiError, badRequest, invalidToken, sessionRevoked } from "./errors";
 import { ISSUER, signAccessToken, verifyAccessToken, type AccessClaims } from "./jwt";
@@ -43,7 +43,7 @@ const newRefreshToken = (userId: string, familyId: string) => `rt1.${userId}.${f
 
 async function issueSession(env: Env, tenant: string, userId: string, familyId: string, refreshToken: string): Promise<Session> {
   const now = nowSeconds();
-  const ttl = config.accessTtl(env);
+  const ttl = limitsFor(env, tenant).accessTtlSeconds;
   const claims: AccessClaims = { iss: ISSUER, aud: tenant, sub: userId, sid: familyId, iat: now, exp: now + ttl, anon: true };
   return {
     access_token: await signAccessToken(claims, secretOf(env)),
@@ -127,12 +127,31 @@ export async function refresh(env: Env, tenant: string, body: Record<string, unk
   );
 }
 
-export async function signOut(env: Env, principal: Principal, body: Record<string, unknown>): Promise<void> {
+/**
+ * Sign-out (RFC 7009 style): the refresh token itself is the proof, no access
+ * token needed. Revokes the token's family if that family issued it (current or
+ * spent); an unknown, foreign or already revoked token is a silent no-op, so the
+ * answer is the same 204 either way. Returns the user id when a family was revoked.
+ */
+export async function signOut(env: Env, tenant: string, body: Record<string, unknown>): Promise<string | null> {
   if (typeof body.refresh_token !== "string") throw badRequest("refresh_token is required");
   const parsed = parseRefresh(body.refresh_token);
-  // Sign-out is idempotent: an unknown or foreign token is simply a no-op.
-  if (!parsed || parsed.userId !== principal.userId) return;
-  await familyStub(env, principal.tenant, parsed.familyId).revoke(await sha256Hex(parsed.token), principal.userId);
+  if (!parsed) return null;
+  const revoked = await familyStub(env, tenant, parsed.familyId).revoke(await sha256Hex(parsed.token), parsed.userId);
+  return revoked ? parsed.userId : null;
+}
+
+/**
+ * The caller, if the request carries a valid access token for this tenant; null for
+ * none, a malformed, expired or invalid one (for routes where the header is optional).
+ */
+export async function optionalPrincipal(req: Request, env: Env, tenant: string): Promise<Principal | null> {
+  if (!req.headers.has("Authorization")) return null;
+  try {
+    return await authenticate(req, env, tenant);
+  } catch {
+    return null;
+  }
 }
 
 export async function authenticate(req: Request, env: Env, tenant: string): Promise<Principal> {

@@ -42,7 +42,10 @@ function mediaType(req: Request): string {
 /** A JSON object body. An empty body counts as {} (the contract allows `{}` for sign-in). */
 export async function readJsonObject(req: Request, { allowEmpty = false } = {}): Promise<Record<string, unknown>> {
   // An empty sign-in body is fine whatever its Content-Type (curl -d '').
-  if (allowEmpty && (!req.body || req.headers.get("Content-Length") === "0")) return {};
+  const noBody = !req.body || req.headers.get("Content-Length") === "0";
+  if (allowEmpty && noBody) return {};
+  // No body at all is a malformed request, whatever its (usually absent) Content-Type.
+  if (noBody) throw badRequest("A JSON body is required");
   const type = mediaType(req);
   const isJson = type === "application/json" || type.endsWith("+json");
   // Check the type before reading, so a wrong upload is refused unread.

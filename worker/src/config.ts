@@ -13,6 +13,7 @@ function int(value: string | undefined, fallback: number): number {
 interface TenantLimits {
   rate_limit_per_minute?: number;
   quota_limit_free?: number;
+  access_ttl_seconds?: number;
 }
 
 function tenantLimits(env: Env, tenant: string): TenantLimits {
@@ -30,6 +31,7 @@ export interface Limits {
   quotaLimitPro: number;
   quotaWindowSeconds: number;
   rateLimitPerMinute: number;
+  accessTtlSeconds: number;
 }
 
 // Vars are fixed for an isolate's env object, so limits are worked out once per
@@ -49,13 +51,15 @@ function computeLimits(env: Env, tenant: string): Limits {
     quotaLimitPro: int(env.QUOTA_LIMIT_PRO, 5000),
     quotaWindowSeconds: Math.max(1, int(env.QUOTA_WINDOW_SECONDS, 86400)),
     rateLimitPerMinute: t.rate_limit_per_minute ?? int(env.RATE_LIMIT_PER_MINUTE, 60),
+    // At least 1 s: a token must be usable at all.
+    accessTtlSeconds: Math.max(1, t.access_ttl_seconds ?? int(env.ACCESS_TTL_SECONDS, 900)),
   };
 }
 
 export const config = {
-  accessTtl: (env: Env) => int(env.ACCESS_TTL_SECONDS, 900),
   refreshTtl: (env: Env) => int(env.REFRESH_TTL_SECONDS, 30 * 86400),
-  refreshReplayWindow: (env: Env) => int(env.REFRESH_REPLAY_WINDOW_SECONDS, 60),
+  // The contract: a retry of the refresh that spent a token gets its session back for 24 h.
+  refreshReplayWindow: (env: Env) => int(env.REFRESH_REPLAY_WINDOW_SECONDS, 86400),
   anonSignupsPerMinute: (env: Env) => int(env.ANON_SIGNUPS_PER_MINUTE, 20),
   aiDeadlineMs: (env: Env) => int(env.AI_DEADLINE_MS, 25000),
   detectDeadlineMs: (env: Env) => int(env.DETECT_DEADLINE_MS, 8000),

@@ -7,6 +7,9 @@ export interface RequestContext {
   route: string;
   tenant: string | null;
   userId: string | null;
+  // Set once an access token verified: from then on every answer, errors included,
+  // carries the quota headers (the contract).
+  authenticated: boolean;
   provider: string | null;
   quota: QuotaSnapshot | null;
   idempotency: string | null;

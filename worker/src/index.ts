@@ -6,7 +6,8 @@ import type { Env, JobMessage } from "./env";
 import { toApiError } from "./errors";
 import { consumeJobs } from "./jobs";
 import { logEvent, logRequest, requestIdFor } from "./log";
-import { dispatch } from "./routes";
+import { dispatch, quotaForAnswer } from "./routes";
+import { nowSeconds } from "./util";
 
 export { UserState, Limiter } from "./userstate";
 export { SessionFamily } from "./sessions";
@@ -21,6 +22,7 @@ export default {
       route: "unknown",
       tenant: null,
       userId: null,
+      authenticated: false,
       provider: null,
       quota: null,
       idempotency: null,
@@ -45,13 +47,20 @@ export default {
       res = new Response(res.body, res);
       res.headers.set("X-Request-ID", rc.requestId);
     }
+    // Every answer to an authenticated request carries the quota (the contract), also
+    // one refused before anything was charged.
+    if (rc.authenticated && !rc.quota) rc.quota = await quotaForAnswer(env, rc);
     // RFC 9110: an origin with a clock sends Date. Clients anchor token expiry and quota
     // resets to it; Cloudflare's edge adds one in production, workerd does not.
-    if (!res.headers.has("Date")) res.headers.set("Date", new Date().toUTCString());
+    const sentDate = res.headers.get("Date");
+    const dateSec = sentDate === null ? nowSeconds() : Math.floor(Date.parse(sentDate) / 1000);
+    if (sentDate === null) res.headers.set("Date", new Date(dateSec * 1000).toUTCString());
     if (rc.quota) {
       res.headers.set("RateLimit-Limit", String(rc.quota.limit));
       res.headers.set("RateLimit-Remaining", String(rc.quota.remaining));
-      res.headers.set("RateLimit-Reset", String(rc.quota.reset_in));
+      // Counted from the Date sent, not from when the snapshot was taken (a second may
+      // have passed since): Date + RateLimit-Reset is then exactly the window's end.
+      res.headers.set("RateLimit-Reset", String(Math.max(0, Date.parse(rc.quota.reset_at) / 1000 - dateSec)));
       res.headers.set("X-Plan", rc.quota.plan);
     }
     if (rc.provider && !res.headers.has("X-Provider")) res.headers.set("X-Provider", rc.provider);

@@ -1,7 +1,7 @@
 // The /api/v1 routes. Each handler validates its input completely before
 // any charge, then hands the work to runMetered (idempotency + quota).
 import { generateImage, openChat, vision } from "./ai";
-import { anonymousSignIn, authenticate, refresh, signOut, type Principal } from "./auth";
+import { anonymousSignIn, authenticate, optionalPrincipal, refresh, signOut, type Principal } from "./auth";
 import { readJsonObject, readMultipart } from "./body";
 import { config, limitsFor } from "./config";
 import type { RequestContext } from "./context";
@@ -92,7 +92,23 @@ export async function dispatch(req: Request, env: Env, rc: RequestContext): Prom
 async function authed(req: Request, env: Env, rc: RequestContext): Promise<Principal> {
   const p = await authenticate(req, env, rc.tenant!);
   rc.userId = p.userId;
+  rc.authenticated = true;
   return p;
+}
+
+/**
+ * The caller's current quota, for an authenticated answer that has none yet (a 4xx
+ * from validation before anything was charged, or a sign-out). Read only: nothing is
+ * charged or counted. Null if the user's object cannot be reached: the answer then
+ * goes out without the headers, which leaves the client's quota state unchanged.
+ */
+export async function quotaForAnswer(env: Env, rc: RequestContext) {
+  if (!rc.tenant || !rc.userId) return null;
+  try {
+    return await userStub(env, rc.tenant, rc.userId).quota(limitsFor(env, rc.tenant), Date.now());
+  } catch {
+    return null;
+  }
 }
 
 async function touch(env: Env, rc: RequestContext): Promise<void> {
@@ -124,10 +140,18 @@ async function postRefresh(req: Request, env: Env, rc: RequestContext): Promise<
 }
 
 async function postSignout(req: Request, env: Env, rc: RequestContext): Promise<Response> {
-  const p = await authed(req, env, rc);
-  await touch(env, rc);
+  // The refresh token in the body is the proof; an Authorization header is optional and
+  // may have expired (the client signs out whatever state its access token is in). A
+  // valid one only makes this an authenticated answer, with the quota headers; it is
+  // not counted against the rate limit, which must never keep a family alive.
+  const p = await optionalPrincipal(req, env, rc.tenant!);
+  if (p) {
+    rc.userId = p.userId;
+    rc.authenticated = true;
+  }
   const body = await readJsonObject(req);
-  await signOut(env, p, body);
+  const revokedUser = await signOut(env, rc.tenant!, body);
+  rc.userId ??= revokedUser;
   return new Response(null, { status: 204 });
 }
 

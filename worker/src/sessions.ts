@@ -17,6 +17,9 @@ interface Family {
   expiresAt: number; // epoch seconds; sliding, renewed on each rotation
   revoked: boolean;
   generation: number;
+  // Hash of the token spent by the latest rotation: its replay copy is dropped at the
+  // next rotation, when it can no longer be replayed (the contract's condition).
+  lastSpentHash?: string;
 }
 
 interface UsedToken {
@@ -65,6 +68,8 @@ export class SessionFamily extends DurableObject<Env> {
         replayUntil: args.now + args.replayWindow,
       };
       this.kv.put(`used:${args.presentedHash}`, used);
+      this.dropReplayCopy(f);
+      f.lastSpentHash = args.presentedHash;
       f.currentHash = args.newHash;
       f.expiresAt = args.newExpiresAt;
       f.generation += 1;
@@ -76,8 +81,9 @@ export class SessionFamily extends DurableObject<Env> {
     if (!used) return { kind: "revoked", reason: "unknown" };
 
     // A retry of the same refresh (same old token, same Idempotency-Key, within
-    // the window, and the session it produced has not been rotated since) gets
-    // the same new session back instead of being treated as theft.
+    // the window, and the session it produced is still the family's latest, i.e.
+    // its refresh token has not been used) gets the same new session back
+    // instead of being treated as theft.
     if (
       args.replayKeyHash !== null &&
       used.replayKeyHash === args.replayKeyHash &&
@@ -88,20 +94,38 @@ export class SessionFamily extends DurableObject<Env> {
       return { kind: "replay", blob: used.replayBlob };
     }
 
-    // Reuse of a spent token: assume it leaked and sign the whole family out.
-    f.revoked = true;
-    this.kv.put("family", f);
+    // Any other presentation of a spent token (no key, another key, past the
+    // window, or its session was rotated since): assume it leaked and sign the
+    // whole family out.
+    this.revokeFamily(f);
     return { kind: "revoked", reason: "reuse" };
   }
 
-  /** Sign-out: revoke the family if the token belongs to it and to this user. */
+  /**
+   * Sign-out: the refresh token is the proof (RFC 7009 style). Revokes the family
+   * when the token is one it issued (current or spent) to this user; anything
+   * else is a no-op.
+   */
   revoke(presentedHash: string, userId: string): boolean {
     const f = this.kv.get<Family>("family");
     if (!f || f.userId !== userId) return false;
     const known = presentedHash === f.currentHash || this.kv.get(`used:${presentedHash}`) !== undefined;
     if (!known) return false;
+    if (!f.revoked) this.revokeFamily(f);
+    return true;
+  }
+
+  private revokeFamily(f: Family): void {
+    this.dropReplayCopy(f);
     f.revoked = true;
     this.kv.put("family", f);
-    return true;
+  }
+
+  /** A revoked family or a rotated session is never replayed: its sealed copy can go. */
+  private dropReplayCopy(f: Family): void {
+    if (!f.lastSpentHash) return;
+    const key = `used:${f.lastSpentHash}`;
+    const used = this.kv.get<UsedToken>(key);
+    if (used && used.replayBlob !== null) this.kv.put(key, { ...used, replayKeyHash: null, replayBlob: null });
   }
 }

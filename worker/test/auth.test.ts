@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:test";
 import { api, freshTenant, postJson, signIn, type Session } from "./helpers";
 import { signAccessToken, verifyAccessToken } from "../src/jwt";
@@ -12,6 +12,32 @@ async function refresh(tenant: string, token: string, key?: string) {
     ...(key ? { key } : {}),
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ refresh_token: token }),
+  });
+}
+
+const codeOf = async (r: Response) => ((await r.json()) as { error: { code: string } }).error.code;
+
+async function expectRevoked(r: Response) {
+  expect(r.status).toBe(401);
+  expect(await codeOf(r)).toBe("session_revoked");
+}
+
+/** The test clock: the Worker and its Durable Objects run in this isolate and read this Date. */
+function clockAt(epochMs: number) {
+  vi.useFakeTimers({ toFake: ["Date"], now: epochMs });
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+function signOut(tenant: string, body: unknown, token?: string) {
+  return api("/auth/signout", {
+    method: "POST",
+    tenant,
+    ...(token !== undefined ? { token } : {}),
+    headers: { "Content-Type": "application/json" },
+    body: typeof body === "string" ? body : JSON.stringify(body),
   });
 }
 
@@ -31,6 +57,16 @@ describe("anonymous sign-in", () => {
     const claims = JSON.parse(atob(p!.replaceAll("-", "+").replaceAll("_", "/")));
     expect(claims.exp - claims.iat).toBe(900);
     expect(claims.sub).toBe(s.user.id);
+  });
+
+  it("TENANT_LIMITS can shorten one tenant's access-token lifetime (sign-in and refresh)", async () => {
+    const s = await signIn("app-shortttl"); // TENANT_LIMITS: access_ttl_seconds 5
+    expect(s.expires_in).toBe(5);
+    const claims = JSON.parse(atob(s.access_token.split(".")[1]!.replaceAll("-", "+").replaceAll("_", "/")));
+    expect(claims.exp - claims.iat).toBe(5);
+    const r = (await (await refresh("app-shortttl", s.refresh_token)).json()) as Session;
+    expect(r.expires_in).toBe(5);
+    expect((await signIn(freshTenant())).expires_in).toBe(900);
   });
 
   it("accepts an empty body", async () => {
@@ -116,19 +152,69 @@ describe("refresh rotation", () => {
     const a = (await (await refresh(tenant, s0.refresh_token, key)).json()) as Session;
     const b = await refresh(tenant, s0.refresh_token, key);
     expect(b.status).toBe(200);
-    expect(((await b.json()) as Session).refresh_token).toBe(a.refresh_token);
-    // A different key with the spent token is reuse.
-    const c = await refresh(tenant, s0.refresh_token, crypto.randomUUID());
-    expect(c.status).toBe(401);
+    // The same tokens, not merely a valid session.
+    expect((await b.json()) as Session).toEqual(a);
+    // And that session is live.
+    expect((await refresh(tenant, a.refresh_token)).status).toBe(200);
   });
 
-  it("no replay once the replayed session has itself been rotated", async () => {
+  it("the replay window is 24 h: identical tokens just inside it", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const key = crypto.randomUUID();
+    const t0 = Date.now(); // before the refresh, so t0 + 24 h - 1 s is inside its window
+    const a = (await (await refresh(tenant, s0.refresh_token, key)).json()) as Session;
+    clockAt(t0 + (24 * 3600 - 1) * 1000);
+    const b = await refresh(tenant, s0.refresh_token, key);
+    expect(b.status).toBe(200);
+    expect((await b.json()) as Session).toEqual(a);
+    expect((await refresh(tenant, a.refresh_token)).status).toBe(200);
+  });
+
+  it("a replay after the 24 h window is reuse: 401 session_revoked, family revoked", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const key = crypto.randomUUID();
+    const a = (await (await refresh(tenant, s0.refresh_token, key)).json()) as Session;
+    const t1 = Date.now(); // after the refresh, so t1 + 24 h + 1 s is past its window
+    clockAt(t1 + (24 * 3600 + 1) * 1000);
+    await expectRevoked(await refresh(tenant, s0.refresh_token, key));
+    await expectRevoked(await refresh(tenant, a.refresh_token));
+  });
+
+  it("no replay once the replayed session's refresh token was used: 401 session_revoked, family revoked", async () => {
     const tenant = freshTenant();
     const s0 = await signIn(tenant);
     const key = crypto.randomUUID();
     const s1 = (await (await refresh(tenant, s0.refresh_token, key)).json()) as Session;
-    expect((await refresh(tenant, s1.refresh_token)).status).toBe(200);
-    expect((await refresh(tenant, s0.refresh_token, key)).status).toBe(401);
+    const r2 = await refresh(tenant, s1.refresh_token, crypto.randomUUID());
+    expect(r2.status).toBe(200);
+    const s2 = (await r2.json()) as Session;
+    await expectRevoked(await refresh(tenant, s0.refresh_token, key));
+    // The family's latest session is dead too.
+    await expectRevoked(await refresh(tenant, s2.refresh_token));
+  });
+
+  it.each([
+    ["another Idempotency-Key", () => crypto.randomUUID()],
+    ["no Idempotency-Key", () => undefined],
+  ])("the spent token with %s is reuse: 401 session_revoked, family revoked", async (_name, otherKey) => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const key = crypto.randomUUID();
+    const s1 = (await (await refresh(tenant, s0.refresh_token, key)).json()) as Session;
+    await expectRevoked(await refresh(tenant, s0.refresh_token, otherKey()));
+    await expectRevoked(await refresh(tenant, s1.refresh_token));
+    // The legitimate retry cannot bring the family back either.
+    await expectRevoked(await refresh(tenant, s0.refresh_token, key));
+  });
+
+  it("a refresh without a key is not replayable", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const s1 = (await (await refresh(tenant, s0.refresh_token)).json()) as Session;
+    await expectRevoked(await refresh(tenant, s0.refresh_token));
+    await expectRevoked(await refresh(tenant, s1.refresh_token));
   });
 
   it("garbage and missing refresh tokens", async () => {
@@ -150,20 +236,99 @@ describe("refresh rotation", () => {
 });
 
 describe("sign-out", () => {
-  it("revokes the refresh token's family; 204", async () => {
+  it("with a valid access token: revokes the family; 204 with the quota headers", async () => {
     const tenant = freshTenant();
     const s = await signIn(tenant);
-    const out = await postJson("/auth/signout", { tenant, token: s.access_token }, { refresh_token: s.refresh_token });
+    const out = await signOut(tenant, { refresh_token: s.refresh_token }, s.access_token);
     expect(out.status).toBe(204);
     expect(out.headers.get("RateLimit-Limit")).toBe("50");
-    expect((await refresh(tenant, s.refresh_token)).status).toBe(401);
+    expect(out.headers.get("RateLimit-Remaining")).toBe("50");
+    expect(out.headers.get("X-Plan")).toBe("free");
+    await expectRevoked(await refresh(tenant, s.refresh_token));
   });
 
-  it("needs auth", async () => {
+  it("without Authorization: the refresh token is the proof; the whole family is revoked", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const s1 = (await (await refresh(tenant, s0.refresh_token)).json()) as Session;
+    const out = await signOut(tenant, { refresh_token: s1.refresh_token });
+    expect(out.status).toBe(204);
+    expect(out.headers.get("RateLimit-Limit")).toBeNull(); // not an authenticated request
+    await expectRevoked(await refresh(tenant, s1.refresh_token));
+  });
+
+  it("with an expired access token: 204, not 401, and the family is revoked", async () => {
     const tenant = freshTenant();
     const s = await signIn(tenant);
-    const out = await postJson("/auth/signout", { tenant }, { refresh_token: s.refresh_token });
-    expect(out.status).toBe(401);
+    clockAt(Date.now() + (s.expires_in + 60) * 1000);
+    const check = await api("/quota", { tenant, token: s.access_token });
+    expect(check.status).toBe(401); // the token really has expired
+    const out = await signOut(tenant, { refresh_token: s.refresh_token }, s.access_token);
+    expect(out.status).toBe(204);
+    expect(out.headers.get("WWW-Authenticate")).toBeNull();
+    await expectRevoked(await refresh(tenant, s.refresh_token));
+  });
+
+  it("with an invalid access token or another tenant's: 204 and the family is revoked", async () => {
+    const tenant = freshTenant();
+    const other = await signIn(freshTenant());
+    for (const bearer of ["not.a.token", other.access_token]) {
+      const s = await signIn(tenant);
+      const out = await signOut(tenant, { refresh_token: s.refresh_token }, bearer);
+      expect(out.status).toBe(204);
+      await expectRevoked(await refresh(tenant, s.refresh_token));
+    }
+  });
+
+  it("a spent refresh token of the family also signs it out", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const s1 = (await (await refresh(tenant, s0.refresh_token)).json()) as Session;
+    expect((await signOut(tenant, { refresh_token: s0.refresh_token })).status).toBe(204);
+    await expectRevoked(await refresh(tenant, s1.refresh_token));
+  });
+
+  it("204 for an unknown, malformed or already revoked token; a guessed token revokes nothing", async () => {
+    const tenant = freshTenant();
+    const s = await signIn(tenant);
+    const [, user, family] = s.refresh_token.split(".");
+    // The right user and family ids, but a random part the family never issued.
+    const guessed = `rt1.${user}.${family}.${"A".repeat(43)}`;
+    expect(guessed).not.toBe(s.refresh_token);
+    for (const token of [guessed, `rt1.u_aaaaaaaaaaaaaaaaaaaa.f_aaaaaaaaaaaaaaaaaaaa.${"B".repeat(43)}`, "nope", ""]) {
+      expect((await signOut(tenant, { refresh_token: token })).status).toBe(204);
+    }
+    // The real family is untouched by those.
+    const r = await refresh(tenant, s.refresh_token);
+    expect(r.status).toBe(200);
+    const s1 = (await r.json()) as Session;
+    // Signing out twice: 204 both times.
+    expect((await signOut(tenant, { refresh_token: s1.refresh_token })).status).toBe(204);
+    expect((await signOut(tenant, { refresh_token: s1.refresh_token })).status).toBe(204);
+    await expectRevoked(await refresh(tenant, s1.refresh_token));
+  });
+
+  it("400 for a missing or malformed body, and nothing is revoked", async () => {
+    const tenant = freshTenant();
+    const s = await signIn(tenant);
+    const noBody = await api("/auth/signout", { method: "POST", tenant });
+    expect(noBody.status).toBe(400);
+    expect(await codeOf(noBody)).toBe("bad_request");
+    for (const body of ["{not json", "[]", "{}", JSON.stringify({ refresh_token: 5 }), JSON.stringify({ token: s.refresh_token })]) {
+      const r = await signOut(tenant, body);
+      expect(r.status, body).toBe(400);
+      expect(await codeOf(r)).toBe("bad_request");
+    }
+    expect((await refresh(tenant, s.refresh_token)).status).toBe(200);
+  });
+
+  it("a replay of a refresh after sign-out is refused", async () => {
+    const tenant = freshTenant();
+    const s0 = await signIn(tenant);
+    const key = crypto.randomUUID();
+    const s1 = (await (await refresh(tenant, s0.refresh_token, key)).json()) as Session;
+    expect((await signOut(tenant, { refresh_token: s1.refresh_token })).status).toBe(204);
+    await expectRevoked(await refresh(tenant, s0.refresh_token, key));
   });
 });
 
