@@ -92,6 +92,14 @@ async fn admin(server: &TestServer, cmd: &str, body: Value) -> Value {
     serde_json::from_str(&resp.text().await.unwrap()).unwrap()
 }
 
+/// Bounds a wait that only a bug would make endless, so a broken hold fails the test
+/// instead of hanging it.
+async fn guard<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("waited 20 s: the server never got there")
+}
+
 fn rt(session: &Value) -> &str {
     session["refresh_token"].as_str().unwrap()
 }
@@ -267,14 +275,15 @@ async fn a_held_refresh_is_handled_before_its_response_is_released() {
             .await
             .unwrap()
     });
-    hold.handled().await;
+    guard(hold.handled()).await;
     // Rotated on the server, while the client has nothing yet.
     assert_eq!(server.refresh_token_state(rt(&s0)), Some("used"));
-    tokio::task::yield_now().await;
+    // Another exchange completes meanwhile; the held one still has no answer.
+    sign_in(&server).await;
     assert!(!pending.is_finished());
     hold.handled().await; // already handled: returns at once
     hold.release();
-    let session: Value = serde_json::from_str(&pending.await.unwrap()).unwrap();
+    let session: Value = serde_json::from_str(&guard(pending).await.unwrap()).unwrap();
     assert_eq!(server.refresh_token_state(rt(&session)), Some("fresh"));
     // The hold caught one request only.
     assert_eq!(refresh(&server, &session["refresh_token"], "k2").await.status, 200);
@@ -302,20 +311,19 @@ fn a_hold_works_from_another_thread_and_runtime_and_releases_when_dropped() {
                     .await
                     .unwrap();
                 let s: Value = serde_json::from_str(&s).unwrap();
-                Client::new()
+                let quota = Client::new()
                     .get(format!("{url}/api/v1/quota"))
                     .bearer_auth(s["access_token"].as_str().unwrap())
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
+                    .send();
+                guard(quota).await.unwrap().status()
             })
     });
     let waiter = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap()
-            .block_on(hold.handled());
+            .block_on(guard(hold.handled()));
         drop(hold);
     });
     waiter.join().unwrap();
@@ -340,9 +348,7 @@ async fn a_hold_released_before_its_request_catches_nothing() {
             .status()
     });
     // `later` holds the first request (were it given to `early`, this would never end).
-    tokio::time::timeout(Duration::from_secs(10), later.handled())
-        .await
-        .expect("the live hold caught the request");
+    guard(later.handled()).await;
     assert!(!pending.is_finished());
     drop(later);
     assert_eq!(pending.await.unwrap(), 200);
