@@ -89,6 +89,43 @@ async fn main() {
     );
     line("request_us", "us", v, b);
 
+    // Diagnostic (stderr only): the same bare request, but run as a task of a second
+    // runtime and awaited from this one, which is what calling into the library's own
+    // runtime costs.
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hop_client = reqwest::Client::new();
+    let mut hops = Vec::new();
+    for round in 0..=ROUNDS {
+        let t = Instant::now();
+        for _ in 0..n {
+            let req = hop_client
+                .get(&url)
+                .header("user-agent", "tether/0.1.0 (linux)")
+                .header("x-client-id", "bench")
+                .header("authorization", format!("Bearer {token}"));
+            let status = other
+                .spawn(async move {
+                    let r = req.send().await.unwrap();
+                    let s = r.status();
+                    r.bytes().await.unwrap();
+                    s
+                })
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+        }
+        if round > 0 {
+            hops.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+    }
+    let (h, hmin, hmax) = median(hops);
+    eprintln!("request_us diagnostic: bare reqwest on a second runtime {h:.1} (min {hmin:.1} max {hmax:.1})");
+    other.shutdown_background();
+
     // 50 concurrent calls.
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for round in 0..=ROUNDS {

@@ -139,6 +139,8 @@ struct Inner {
     pending: Option<PendingRefresh>,
     /// The in-memory session is newer than the stored one (its save failed).
     unsaved: bool,
+    /// A retry of that save is under way (one at a time).
+    resaving: bool,
     /// The refresh in flight, if any: every caller waits on this one outcome.
     inflight: Option<watch::Receiver<Option<Outcome>>>,
 }
@@ -184,6 +186,7 @@ impl Auth {
                 generation: 0,
                 pending: None,
                 unsaved: false,
+                resaving: false,
                 inflight: None,
             }),
             store_gate: tokio::sync::Mutex::new(()),
@@ -490,13 +493,25 @@ impl Auth {
         Ok((fresh, new_generation))
     }
 
-    /// Saves an in-memory session whose save failed, in the background.
+    /// Saves an in-memory session whose save failed, in the background (one retry at a
+    /// time).
     fn retry_save(self: &Arc<Self>) {
+        if std::mem::replace(&mut self.lock().resaving, true) {
+            return;
+        }
         let this = self.clone();
         let task = async move {
-            let _gate = this.store_gate.lock().await;
+            this.resave().await;
+            this.lock().resaving = false;
+        };
+        runtime().spawn(task.with_current_subscriber());
+    }
+
+    async fn resave(&self) {
+        {
+            let _gate = self.store_gate.lock().await;
             let (session, generation) = {
-                let inner = this.lock();
+                let inner = self.lock();
                 match (&inner.phase, inner.unsaved) {
                     (Phase::SignedIn(s), true) => (s.clone(), inner.generation),
                     _ => return,
@@ -505,16 +520,20 @@ impl Auth {
             let Ok(blob) = session.to_stored(None) else {
                 return;
             };
-            if this.store_save(blob).await.is_ok() {
-                let mut inner = this.lock();
-                if inner.generation == generation {
-                    inner.unsaved = false;
-                    inner.pending = None;
+            match self.store_save(blob).await {
+                Ok(()) => {
+                    let mut inner = self.lock();
+                    if inner.generation == generation {
+                        inner.unsaved = false;
+                        inner.pending = None;
+                    }
+                    tracing::info!(target: "tether::auth", "the refreshed session is saved now");
                 }
-                tracing::info!(target: "tether::auth", "the refreshed session is saved now");
+                Err(e) => {
+                    tracing::warn!(target: "tether::auth", error = %e, "saving the refreshed session failed again; retried on next use")
+                }
             }
-        };
-        runtime().spawn(task.with_current_subscriber());
+        }
     }
 
     /// The backend revoked the session of `generation` (`401 session_revoked`): sign out

@@ -80,7 +80,8 @@ impl Sessions {
     /// Issues a new session in `family` (tokens recorded, the refresh token unused).
     fn issue(&mut self, now: i64, user: &str, anonymous: bool, family: u64) -> Value {
         let exp = now + self.ttl_s;
-        let claims = json!({ "sub": user, "iat": now, "exp": exp, "jti": uuid::Uuid::new_v4().to_string() });
+        let claims =
+            json!({ "sub": user, "iat": now, "exp": exp, "jti": uuid::Uuid::new_v4().to_string() });
         let access = format!(
             "{}.{}.{}",
             b64(br#"{"alg":"HS256","typ":"JWT"}"#),

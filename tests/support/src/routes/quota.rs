@@ -55,7 +55,10 @@ impl Quota {
     pub(crate) fn add_headers(&self, user: &str, now: i64, r: &mut Response<Body>) {
         let h = r.headers_mut();
         h.insert("ratelimit-limit", HeaderValue::from(self.limit));
-        h.insert("ratelimit-remaining", HeaderValue::from(self.remaining(user)));
+        h.insert(
+            "ratelimit-remaining",
+            HeaderValue::from(self.remaining(user)),
+        );
         h.insert(
             "ratelimit-reset",
             HeaderValue::from(self.window_end(now) - now),
