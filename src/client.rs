@@ -15,11 +15,9 @@ use crate::error::{Error, TetherError};
 use crate::logging::{self, Logger};
 use crate::quota::{LatestQuota, Quota};
 use crate::runtime::{run, CancelHandle};
-use crate::store::Store;
+use crate::store::{kv::CLOCK_OFFSET, Store};
 use crate::subscription::Subscription;
 use crate::transport::Transport;
-
-const CLOCK_OFFSET_KEY: &str = "server_clock_offset_ms";
 
 /// HTTP methods for [`TetherClient::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -76,15 +74,15 @@ impl TetherClient {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::Storage(format!("data_dir {:?}: {e}", config.data_dir)))?;
         let store = Arc::new(Store::open(Path::new(&config.data_dir))?);
-        if let Some(offset) = store.get(CLOCK_OFFSET_KEY)?.and_then(|v| v.parse().ok()) {
+        if let Some(offset) = store.read_blocking(|c| CLOCK_OFFSET.get(c))? {
             transport.clock.seed(offset);
         }
         let st = store.clone();
         transport.on_clock_change(move |offset| {
             let st = st.clone();
             // Off the async workers; a failed write only costs the hint on next launch.
-            drop(tokio::task::spawn_blocking(move || {
-                st.set(CLOCK_OFFSET_KEY, &offset.to_string())
+            drop(tokio::spawn(async move {
+                st.write(move |tx| CLOCK_OFFSET.set(tx, &offset)).await
             }));
         });
         let auth = Arc::new(Auth::new(
