@@ -21,6 +21,7 @@
 use std::time::{Duration, Instant};
 
 use tether::{ApiRequest, ClientConfig, HttpMethod, TetherClient};
+use tether_cli::api_request;
 use tether_test_server::TestServer;
 
 const ROUNDS: usize = 9;
@@ -38,12 +39,7 @@ fn line(figure: &str, unit: &str, value: f64, baseline: f64) {
 }
 
 fn quota() -> ApiRequest {
-    ApiRequest {
-        method: HttpMethod::Get,
-        path: "quota".into(),
-        json_body: None,
-        authenticated: true,
-    }
+    api_request(HttpMethod::Get, "quota", None, true)
 }
 
 /// What the store does when a client starts, in raw rusqlite: one connection with the
