@@ -17,7 +17,8 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::logging::{self, Logger};
 use crate::quota::{LatestQuota, Quota};
-use crate::store::Store;
+use crate::runtime::runtime;
+use crate::store::{kv::CLOCK_OFFSET, Store};
 use crate::subscription::Subscription;
 use crate::transport::{Body, Request, Transport};
 
@@ -73,16 +74,15 @@ impl Core {
 
 /// The server-clock offset survives a relaunch: seeded from the store, saved on change.
 fn persist_clock(store: &Arc<Store>, transport: &Transport) -> Result<()> {
-    const KEY: &str = "server_clock_offset_ms";
-    if let Some(offset) = store.get(KEY)?.and_then(|v| v.parse().ok()) {
+    if let Some(offset) = store.read_blocking(|c| CLOCK_OFFSET.get(c))? {
         transport.clock.seed(offset);
     }
     let store = store.clone();
     transport.on_clock_change(move |offset| {
         let store = store.clone();
         // Off the async workers; a failed write only costs the hint on next launch.
-        drop(tokio::task::spawn_blocking(move || {
-            store.set(KEY, &offset.to_string())
+        drop(runtime().spawn(async move {
+            store.write(move |tx| CLOCK_OFFSET.set(tx, &offset)).await
         }));
     });
     Ok(())

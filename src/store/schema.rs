@@ -1,0 +1,141 @@
+//! The schema: forward-only migrations, numbered by `PRAGMA user_version`.
+//!
+//! `MIGRATIONS[i]` takes the database from version `i` to `i + 1`. A shipped migration
+//! is never edited or removed (a phone may still hold a database of any earlier
+//! version); a change is a new entry at the end. There is no down-migration: a database
+//! newer than this library is refused rather than misread.
+//!
+//! All pending migrations run in one `BEGIN IMMEDIATE` transaction, and the version is
+//! re-read inside it: a second client or process opening the same new file at the same
+//! moment waits for the first, then finds nothing left to do. Foreign keys are on while
+//! they run; a migration that rebuilds a table others reference sets
+//! `PRAGMA defer_foreign_keys = ON` first.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+const MIGRATIONS: &[&str] = &[
+    // v1: the key-value facts.
+    "CREATE TABLE kv (
+        key        TEXT PRIMARY KEY NOT NULL,
+        value      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL DEFAULT (unixepoch())
+    ) STRICT;",
+    // v2: kv keyed by its text key directly (one b-tree instead of a rowid table plus
+    // the primary-key index).
+    "CREATE TABLE kv_v2 (
+        key        TEXT PRIMARY KEY NOT NULL,
+        value      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL DEFAULT (unixepoch())
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO kv_v2 (key, value, updated_at) SELECT key, value, updated_at FROM kv;
+    DROP TABLE kv;
+    ALTER TABLE kv_v2 RENAME TO kv;",
+];
+
+/// The schema version this library writes.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+fn version(conn: &Connection) -> Result<i64> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if !(0..=LATEST).contains(&v) {
+        return Err(Error::Storage(format!(
+            "database schema v{v} is newer than this library (v{LATEST})"
+        )));
+    }
+    Ok(v)
+}
+
+/// Brings the database to [`LATEST`]. The common case (already there) takes no lock.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    if version(conn)? == LATEST {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let from = version(&tx)?;
+    for sql in MIGRATIONS.iter().skip(from as usize) {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", LATEST)?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, FILE_NAME};
+
+    /// A database written by the library at schema v1 (the `kv` table of the foundation
+    /// stage, WAL, `user_version = 1`), holding a clock offset and a value with quotes.
+    const V1_FIXTURE: &[u8] = include_bytes!("testdata/v1.sqlite3");
+
+    #[test]
+    fn a_v1_database_migrates_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(FILE_NAME);
+        std::fs::write(&file, V1_FIXTURE).unwrap();
+        let before: i64 = Connection::open(&file)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(before, 1);
+
+        let s = Store::open(dir.path()).unwrap();
+        let (version, rows, without_rowid) = s
+            .read_blocking(|c| {
+                let mut st = c.prepare("SELECT key, value, updated_at FROM kv ORDER BY key")?;
+                let rows = st
+                    .query_map([], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                    })?
+                    .collect::<Result<Vec<(String, String, i64)>, _>>()?;
+                let sql: String =
+                    c.query_row("SELECT sql FROM sqlite_schema WHERE name = 'kv'", [], |r| {
+                        r.get(0)
+                    })?;
+                Ok((version(c)?, rows, sql.contains("WITHOUT ROWID")))
+            })
+            .unwrap();
+        assert_eq!(version, LATEST);
+        assert!(without_rowid);
+        assert_eq!(
+            rows,
+            [
+                (
+                    "note".to_string(),
+                    "it's \"quoted\"".to_string(),
+                    1_700_000_000
+                ),
+                (
+                    "server_clock_offset_ms".to_string(),
+                    "-1234".to_string(),
+                    1_700_000_001
+                ),
+            ]
+        );
+        assert_eq!(
+            s.read_blocking(|c| crate::store::kv::CLOCK_OFFSET.get(c))
+                .unwrap(),
+            Some(-1234)
+        );
+    }
+
+    #[test]
+    fn migrations_are_all_applied_to_a_new_database() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), LATEST);
+        // Idempotent: a second run finds nothing to do.
+        migrate(&mut conn).unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1);
+    }
+}
