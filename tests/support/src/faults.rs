@@ -52,7 +52,10 @@ pub enum Fault {
 /// What becomes of a request once its fault (if any) was applied.
 pub(crate) enum Outcome {
     /// Send this response; `date` says whether it gets a `Date` header.
-    Respond { response: Response<Body>, date: bool },
+    Respond {
+        response: Response<Body>,
+        date: bool,
+    },
     /// Close the connection without answering (the reason goes to hyper, nowhere else).
     Close(&'static str),
 }

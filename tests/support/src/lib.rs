@@ -320,7 +320,10 @@ impl std::fmt::Debug for Hold {
 
 /// Takes the first live hold for `path`; released ones are dropped on the way, so a hold
 /// released before its request came does not catch a later one.
-fn take_hold(holds: &mut VecDeque<(String, Arc<HoldShared>)>, path: &str) -> Option<Arc<HoldShared>> {
+fn take_hold(
+    holds: &mut VecDeque<(String, Arc<HoldShared>)>,
+    path: &str,
+) -> Option<Arc<HoldShared>> {
     holds.retain(|(_, h)| !h.is_released());
     let i = holds.iter().position(|(p, _)| p == path || p == "*")?;
     holds.remove(i).map(|(_, h)| h)

@@ -131,7 +131,10 @@ async fn a_replay_after_the_window_revokes_the_family() {
     // Shortened over the admin API, as the binding tests would.
     admin(&server, "replay-window", json!({ "ms": 0 })).await;
     let late = refresh(&server, &s0["refresh_token"], "k1").await;
-    assert_eq!((late.status.as_u16(), late.code()), (401, "session_revoked"));
+    assert_eq!(
+        (late.status.as_u16(), late.code()),
+        (401, "session_revoked")
+    );
     assert_eq!(server.family_revocations(), 1);
     assert_eq!(server.refresh_token_state(rt(&first.body)), Some("revoked"));
     let after = refresh(&server, &first.body["refresh_token"], "k2").await;
@@ -153,10 +156,16 @@ async fn a_replay_after_the_window_revokes_the_family() {
 async fn the_replay_window_set_from_rust_applies_too() {
     let server = TestServer::start().await;
     let s0 = sign_in(&server).await;
-    assert_eq!(refresh(&server, &s0["refresh_token"], "k1").await.status, 200);
+    assert_eq!(
+        refresh(&server, &s0["refresh_token"], "k1").await.status,
+        200
+    );
     server.set_replay_window(Duration::ZERO);
     let late = refresh(&server, &s0["refresh_token"], "k1").await;
-    assert_eq!((late.status.as_u16(), late.code()), (401, "session_revoked"));
+    assert_eq!(
+        (late.status.as_u16(), late.code()),
+        (401, "session_revoked")
+    );
     assert_eq!(server.family_revocations(), 1);
 }
 
@@ -181,7 +190,10 @@ async fn a_spent_token_with_another_key_or_none_revokes_the_family() {
     let server = TestServer::start().await;
     for key in [Some("other"), None] {
         let s0 = sign_in(&server).await;
-        assert_eq!(refresh(&server, &s0["refresh_token"], "k1").await.status, 200);
+        assert_eq!(
+            refresh(&server, &s0["refresh_token"], "k1").await.status,
+            200
+        );
         let reuse = call(
             &server,
             Method::POST,
@@ -235,7 +247,10 @@ async fn sign_out_needs_only_the_refresh_token() {
     assert_eq!(server.expired_token_uses(), 0);
 
     let missing = signout(None, json!({})).await;
-    assert_eq!((missing.status.as_u16(), missing.code()), (400, "bad_request"));
+    assert_eq!(
+        (missing.status.as_u16(), missing.code()),
+        (400, "bad_request")
+    );
 }
 
 #[tokio::test]
@@ -286,7 +301,12 @@ async fn a_held_refresh_is_handled_before_its_response_is_released() {
     let session: Value = serde_json::from_str(&guard(pending).await.unwrap()).unwrap();
     assert_eq!(server.refresh_token_state(rt(&session)), Some("fresh"));
     // The hold caught one request only.
-    assert_eq!(refresh(&server, &session["refresh_token"], "k2").await.status, 200);
+    assert_eq!(
+        refresh(&server, &session["refresh_token"], "k2")
+            .await
+            .status,
+        200
+    );
 }
 
 #[test]
@@ -361,7 +381,15 @@ async fn echo_answers_every_method_with_quota_headers_and_no_charge() {
     let bearer = s0["access_token"].as_str();
     for m in ["GET", "PUT", "PATCH", "DELETE", "POST"] {
         let method = Method::from_bytes(m.as_bytes()).unwrap();
-        let a = call(&server, method, "/api/v1/echo", bearer, None, Some(json!({"n": 1}))).await;
+        let a = call(
+            &server,
+            method,
+            "/api/v1/echo",
+            bearer,
+            None,
+            Some(json!({"n": 1})),
+        )
+        .await;
         assert_eq!(a.status, 200, "{m}");
         assert_eq!(a.body, json!({ "method": m, "body": "{\"n\":1}" }));
         assert_eq!(a.header("ratelimit-remaining"), Some("50"));
@@ -372,7 +400,10 @@ async fn echo_answers_every_method_with_quota_headers_and_no_charge() {
     assert_eq!(server.charges(), 0);
 
     let anonymous = call(&server, Method::GET, "/api/v1/echo", None, None, None).await;
-    assert_eq!((anonymous.status.as_u16(), anonymous.code()), (401, "invalid_token"));
+    assert_eq!(
+        (anonymous.status.as_u16(), anonymous.code()),
+        (401, "invalid_token")
+    );
 
     server.fault("/api/v1/echo", Fault::Drop);
     let dropped = Client::builder()
@@ -396,10 +427,28 @@ async fn error_answers_to_authenticated_requests_carry_quota_headers() {
     let job = json!({ "kind": "transcribe", "input": { "media": "m" } });
     let cases = [
         (Method::GET, "/api/v1/jobs/j_missing", None, None, 404),
-        (Method::POST, "/api/v1/jobs", Some("k1"), Some(json!({ "kind": "x", "input": {} })), 422),
+        (
+            Method::POST,
+            "/api/v1/jobs",
+            Some("k1"),
+            Some(json!({ "kind": "x", "input": {} })),
+            422,
+        ),
         (Method::POST, "/api/v1/jobs", None, Some(job.clone()), 400),
-        (Method::POST, "/api/v1/jobs", Some("k1"), Some(job.clone()), 202),
-        (Method::POST, "/api/v1/jobs", Some("k1"), Some(json!({ "kind": "transcribe", "input": { "media": "n" } })), 422),
+        (
+            Method::POST,
+            "/api/v1/jobs",
+            Some("k1"),
+            Some(job.clone()),
+            202,
+        ),
+        (
+            Method::POST,
+            "/api/v1/jobs",
+            Some("k1"),
+            Some(json!({ "kind": "transcribe", "input": { "media": "n" } })),
+            422,
+        ),
         (Method::POST, "/api/v1/jobs", Some("k2"), Some(job), 402),
     ];
     for (method, path, key, body, status) in cases {
@@ -433,7 +482,15 @@ async fn admin_reports_what_the_server_thinks_of_a_refresh_token() {
     let s0 = sign_in(&server).await;
     let state = |token: String| {
         let server = &server;
-        async move { admin(server, "refresh-token-state", json!({ "refresh_token": token })).await["state"].clone() }
+        async move {
+            admin(
+                server,
+                "refresh-token-state",
+                json!({ "refresh_token": token }),
+            )
+            .await["state"]
+                .clone()
+        }
     };
     assert_eq!(state(rt(&s0).into()).await, json!("fresh"));
     assert_eq!(state("rt_never".into()).await, Value::Null);
