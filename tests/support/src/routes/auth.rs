@@ -147,23 +147,35 @@ impl Sessions {
         &mut self,
         now: i64,
         bearer: Option<&str>,
-    ) -> Result<String, Response<Body>> {
+    ) -> Result<String, Box<Response<Body>>> {
         let Some(token) = bearer else {
-            return Err(error_resp(
+            return Err(Box::new(error_resp(
                 401,
                 "invalid_token",
                 "missing or malformed Authorization header",
-            ));
+            )));
         };
         let Some(rec) = self.access.get(token) else {
-            return Err(error_resp(401, "invalid_token", "unknown access token"));
+            return Err(Box::new(error_resp(
+                401,
+                "invalid_token",
+                "unknown access token",
+            )));
         };
         if rec.exp <= now {
             self.expired_uses += 1;
-            return Err(error_resp(401, "invalid_token", "access token expired"));
+            return Err(Box::new(error_resp(
+                401,
+                "invalid_token",
+                "access token expired",
+            )));
         }
         if self.rejected_access.contains(token) {
-            return Err(error_resp(401, "invalid_token", "access token expired"));
+            return Err(Box::new(error_resp(
+                401,
+                "invalid_token",
+                "access token expired",
+            )));
         }
         Ok(rec.user.clone())
     }
@@ -203,7 +215,7 @@ pub(crate) fn anonymous(s: &mut Inner, req: &Req) -> Response<Body> {
     };
     if body
         .get("device_id")
-        .is_some_and(|d| !d.as_str().is_some_and(|d| d.len() <= 256))
+        .is_some_and(|d| !matches!(d.as_str(), Some(d) if d.len() <= 256))
     {
         return error_resp(
             400,

@@ -61,10 +61,10 @@ enum Handler {
 /// The normal answer to a request: routing, auth, the handler, quota headers, `Date`.
 pub(crate) fn dispatch(s: &mut Inner, req: &Req) -> Response<Body> {
     let mut r = match find(&req.method, &req.path) {
-        Err(r) => r,
+        Err(r) => *r,
         Ok(Handler::Public(h)) => h(s, req),
         Ok(Handler::Authed(h)) => match s.sessions.authenticate(req.now, req.bearer.as_deref()) {
-            Err(r) => r,
+            Err(r) => *r,
             Ok(user) => {
                 let mut r = h(s, req, &user);
                 s.quota.add_headers(&user, req.now, &mut r);
@@ -76,7 +76,7 @@ pub(crate) fn dispatch(s: &mut Inner, req: &Req) -> Response<Body> {
     r
 }
 
-fn find(method: &Method, path: &str) -> Result<Handler, Response<Body>> {
+fn find(method: &Method, path: &str) -> Result<Handler, Box<Response<Body>>> {
     use Handler::{Authed as A, Public as P};
     const ECHO: &[Method] = &[
         Method::GET,
@@ -94,7 +94,7 @@ fn find(method: &Method, path: &str) -> Result<Handler, Response<Body>> {
         "/api/v1/jobs" => (&[Method::POST], A(jobs::create)),
         "/api/v1/echo" => (ECHO, A(echo)),
         p if jobs::id_of(p).is_some() => (&[Method::GET], A(jobs::get)),
-        _ => return Err(error_resp(404, "not_found", "unknown path")),
+        _ => return Err(Box::new(error_resp(404, "not_found", "unknown path"))),
     };
     let head_as_get = *method == Method::HEAD && allowed.contains(&Method::GET);
     if allowed.contains(method) || head_as_get {
@@ -105,7 +105,7 @@ fn find(method: &Method, path: &str) -> Result<Handler, Response<Body>> {
     if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
         r.headers_mut().insert("allow", v);
     }
-    Err(r)
+    Err(Box::new(r))
 }
 
 /// `/api/v1/echo`, any method: says which method and body arrived. Uncharged; tests use
@@ -152,7 +152,7 @@ pub(crate) fn metered(
         return r;
     }
     if let Err(r) = s.quota.charge(user, req.now) {
-        return r;
+        return *r;
     }
     let (status, response) = work(s);
     if (200..300).contains(&status) {

@@ -67,13 +67,13 @@ impl Quota {
     }
 
     /// Charges one unit, or answers `402` when none is left.
-    pub(crate) fn charge(&mut self, user: &str, now: i64) -> Result<(), Response<Body>> {
+    pub(crate) fn charge(&mut self, user: &str, now: i64) -> Result<(), Box<Response<Body>>> {
         if self.remaining(user) == 0 {
-            return Err(json_resp(
+            return Err(Box::new(json_resp(
                 402,
                 &json!({ "error": { "code": "quota_exceeded", "message": "Free plan limit reached",
                     "plan_required": "pro", "quota": self.json(user, now) } }),
-            ));
+            )));
         }
         *self.used.entry(user.to_string()).or_default() += 1;
         self.charges += 1;
