@@ -62,7 +62,7 @@ pub struct TetherClient {
     api: Arc<Api>,
     auth: Arc<Auth>,
     quota: Arc<LatestQuota>,
-    dispatch: tracing::Dispatch,
+    dispatch: logging::LogDispatch,
     first_byte: Duration,
 }
 
@@ -105,7 +105,7 @@ impl TetherClient {
             api,
             auth,
             quota,
-            dispatch: logging::dispatch(logger),
+            dispatch: logging::dispatch(logger, config.min_log_level()),
             first_byte: Duration::from_millis(config.timeouts.first_byte_ms.into()),
         }))
     }

@@ -24,7 +24,7 @@ pub use store::{
 };
 
 use crate::error::{Error, Result};
-use crate::subscription::{Broadcaster, Subscription};
+use crate::subscription::{Broadcaster, Coalesce, Subscription};
 use crate::transport::{Outgoing, Transport};
 
 /// Who is signed in, as far as this device knows.
@@ -61,6 +61,19 @@ pub trait AuthListener: Send + Sync {
 enum Event {
     State(AuthState),
     Refreshed(String),
+}
+
+/// A slow listener gets the latest state, not each one; a state and a rotation keep
+/// their order.
+impl Coalesce for Event {
+    fn absorb(&mut self, newer: Self) -> Option<Self> {
+        match (self, newer) {
+            (Event::State(s), Event::State(n)) => *s = n,
+            (Event::Refreshed(u), Event::Refreshed(n)) if *u == n => {}
+            (_, newer) => return Some(newer),
+        }
+        None
+    }
 }
 
 enum Phase {
