@@ -311,8 +311,8 @@ mod tests {
         }
     }
 
-    /// A listener that records what it gets, and blocks inside its first call until the
-    /// test opens the gate.
+    /// A listener that records what it gets, and blocks inside each call given one of the
+    /// `block_on` events until the test opens the gate once more.
     struct Blocked {
         seen: Arc<Mutex<Vec<Ev>>>,
         delivered: mpsc::Receiver<Ev>,
@@ -320,20 +320,21 @@ mod tests {
         gate: mpsc::Sender<()>,
     }
 
-    fn blocked_listener() -> (Blocked, impl Fn(Ev) + Send + Sync + 'static) {
+    fn blocked_listener(block_on: &[Ev]) -> (Blocked, impl Fn(Ev) + Send + Sync + 'static) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (delivered_tx, delivered) = mpsc::channel();
         let (entered_tx, entered) = mpsc::channel();
         let (gate, gate_rx) = mpsc::channel::<()>();
         let (entered_tx, gate_rx, delivered_tx) = (
-            Mutex::new(Some(entered_tx)),
+            Mutex::new(entered_tx),
             Mutex::new(gate_rx),
             Mutex::new(delivered_tx),
         );
+        let block_on = block_on.to_vec();
         let s = seen.clone();
         let deliver = move |e: Ev| {
-            if let Some(tx) = entered_tx.lock().unwrap().take() {
-                tx.send(()).unwrap();
+            if block_on.contains(&e) {
+                entered_tx.lock().unwrap().send(()).unwrap();
                 gate_rx.lock().unwrap().recv_timeout(PATIENCE).unwrap();
             }
             s.lock().unwrap().push(e.clone());
@@ -370,7 +371,7 @@ mod tests {
     #[test]
     fn emit_never_waits_for_a_blocked_listener_and_a_slow_one_gets_the_final_state() {
         let b = Arc::new(Broadcaster::<Ev>::default());
-        let (l, deliver) = blocked_listener();
+        let (l, deliver) = blocked_listener(&[Ev::State(0)]);
         let _sub = b.subscribe(tracing::Dispatch::none(), || Ev::State(0), deliver);
         l.entered.recv_timeout(PATIENCE).unwrap();
         // The listener is now inside its first call and stays there until the gate opens,
@@ -394,7 +395,7 @@ mod tests {
     #[test]
     fn mixed_kinds_stay_in_order_while_states_replace_and_deltas_append() {
         let b = Arc::new(Broadcaster::<Ev>::default());
-        let (l, deliver) = blocked_listener();
+        let (l, deliver) = blocked_listener(&[Ev::State(0)]);
         let _sub = b.subscribe(tracing::Dispatch::none(), || Ev::State(0), deliver);
         l.entered.recv_timeout(PATIENCE).unwrap();
         for e in [
@@ -531,7 +532,7 @@ mod tests {
     #[test]
     fn cancelling_during_a_call_delivers_nothing_more() {
         let b = Arc::new(Broadcaster::<Ev>::default());
-        let (l, deliver) = blocked_listener();
+        let (l, deliver) = blocked_listener(&[Ev::State(0), Ev::Marker(1)]);
         let released = Arc::new(Mutex::new(None));
         let probe = ReleaseProbe(released.clone());
         let sub = b.subscribe(
@@ -543,8 +544,13 @@ mod tests {
             },
         );
         l.entered.recv_timeout(PATIENCE).unwrap();
-        b.emit(Ev::Marker(1));
-        b.emit(Ev::State(1));
+        for i in 1..=3 {
+            b.emit(Ev::Marker(i));
+        }
+        l.gate.send(()).unwrap();
+        // Now inside the call for Marker(1), the first of a batch of three.
+        l.entered.recv_timeout(PATIENCE).unwrap();
+        b.emit(Ev::Marker(4));
         sub.cancel();
         assert!(released.lock().unwrap().is_none(), "still in use by the call");
         l.gate.send(()).unwrap();
@@ -557,7 +563,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(released.lock().unwrap().is_some());
-        assert_eq!(l.seen(), vec![Ev::State(0)]);
+        assert_eq!(l.seen(), vec![Ev::State(0), Ev::Marker(1)]);
     }
 
     #[test]
@@ -582,7 +588,7 @@ mod tests {
     #[test]
     fn the_pending_queue_is_bounded_and_keeps_the_newest() {
         let b = Arc::new(Broadcaster::<Ev>::default());
-        let (l, deliver) = blocked_listener();
+        let (l, deliver) = blocked_listener(&[Ev::State(0)]);
         let _sub = b.subscribe(tracing::Dispatch::none(), || Ev::State(0), deliver);
         l.entered.recv_timeout(PATIENCE).unwrap();
         let n = MAX_PENDING as u32 + 500;
