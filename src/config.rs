@@ -8,6 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::logging::LogLevel;
 
 /// Deadlines, in milliseconds. Zero is invalid for every one of them. (`u32` throughout
 /// the public records: plain numbers in TypeScript, and 49 days of milliseconds is room
@@ -98,6 +99,11 @@ pub struct ClientConfig {
     /// The largest JSON response body the client reads into memory.
     #[uniffi(default = 1048576)]
     pub max_response_bytes: u32,
+    /// The least severe records passed to the client's `Logger`; `None` means `Info`.
+    /// `Debug` adds a line per request (method, path, status, request id; never a token).
+    /// (An `Option` because UniFFI can give an enum field no default in every language.)
+    #[uniffi(default = None)]
+    pub log_level: Option<LogLevel>,
 }
 
 impl ClientConfig {
@@ -116,7 +122,13 @@ impl ClientConfig {
             user_agent_suffix: None,
             refresh_skew_s: 60,
             max_response_bytes: 1 << 20,
+            log_level: None,
         }
+    }
+
+    /// The effective minimum log level (`log_level`, `Info` when unset).
+    pub(crate) fn min_log_level(&self) -> LogLevel {
+        self.log_level.unwrap_or(LogLevel::Info)
     }
 
     /// Checks every field; returns the parsed base URL (without a trailing slash).

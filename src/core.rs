@@ -23,7 +23,7 @@ use crate::subscription::Subscription;
 use crate::transport::{Body, Request, Transport};
 
 pub(crate) struct Core {
-    pub dispatch: tracing::Dispatch,
+    pub dispatch: logging::LogDispatch,
     transport: Arc<Transport>,
     auth: Arc<Auth>,
     api: Api,
@@ -62,7 +62,7 @@ impl Core {
             config.max_response_bytes.into(),
         );
         Ok(Core {
-            dispatch: logging::dispatch(logger),
+            dispatch: logging::dispatch(logger, config.min_log_level()),
             transport,
             auth,
             api,
@@ -81,9 +81,10 @@ fn persist_clock(store: &Arc<Store>, transport: &Transport) -> Result<()> {
     transport.on_clock_change(move |offset| {
         let store = store.clone();
         // Off the async workers; a failed write only costs the hint on next launch.
-        drop(runtime().spawn(async move {
-            store.write(move |tx| CLOCK_OFFSET.set(tx, &offset)).await
-        }));
+        drop(
+            runtime()
+                .spawn(async move { store.write(move |tx| CLOCK_OFFSET.set(tx, &offset)).await }),
+        );
     });
     Ok(())
 }
@@ -112,7 +113,7 @@ impl Core {
     }
 
     pub fn add_auth_listener(&self, listener: Arc<dyn AuthListener>) -> Arc<Subscription> {
-        self.auth.subscribe(self.dispatch.clone(), listener)
+        self.auth.subscribe((*self.dispatch).clone(), listener)
     }
 }
 

@@ -1,6 +1,10 @@
 """Scenario test of the generated Python bindings against the real cdylib and a real
 server (the `tether serve` contract server) over loopback. Follows tests/scenario.md.
 
+Then checks that a Python process which ends with listeners and a logger still registered
+(and calls to them still queued) exits cleanly: `exit_checks` runs this file as a child
+with `--exit-child` three times.
+
 Run through bindings/python/run.sh, which generates the bindings and builds the server.
 Prints `N passed, M failed` last and exits 1 on any failure.
 """
@@ -8,10 +12,12 @@ Prints `N passed, M failed` last and exits 1 on any failure.
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -173,7 +179,65 @@ async def scenario(url, data_dir):
     check("...and the state stays Unknown (not signed out)", isinstance(c2.auth_state(), tether.AuthState.UNKNOWN) and locked.clears == 0)
 
 
+class SlowEvents(tether.AuthListener):
+    """Slow on purpose, so that calls are still in flight when the process exits."""
+
+    def __init__(self):
+        self.count = 0
+
+    def on_state_changed(self, state):
+        time.sleep(0.02)
+        self.count += 1
+
+    def on_session_refreshed(self, user_id):
+        self.count += 1
+
+
+class SlowLines(tether.Logger):
+    def __init__(self):
+        self.count = 0
+
+    def log(self, level, target, message):
+        time.sleep(0.005)
+        self.count += 1
+
+
+def exit_child(url, data_dir):
+    """Signs in and out with 8 slow listeners and a slow logger registered, then ends the
+    script with all of them still registered and calls still queued. Exits 0 by itself
+    unless the library crashes it on the way out (CPython ends a foreign thread that calls
+    into it during finalization; that once aborted the process with exit code 134)."""
+    cfg = tether.ClientConfig(base_url=url, client_id="py-exit", data_dir=data_dir, log_level=tether.LogLevel.DEBUG)
+    logs = SlowLines()
+    client = tether.TetherClient.with_logger(cfg, DictStore(), logs)
+    listeners = [SlowEvents() for _ in range(8)]
+    subs = [client.add_auth_listener(x) for x in listeners]
+
+    async def go():
+        await client.restore_session()
+        await client.sign_in_anonymously()
+        await wait_until(lambda: all(x.count >= 1 for x in listeners) and logs.count > 0, tries=1000)
+        await client.sign_out()
+
+    asyncio.run(go())
+    print(f"registered listeners={len(subs)} events={min(x.count for x in listeners)} logs={logs.count}", flush=True)
+
+
+def exit_checks(url):
+    for run in range(1, 4):
+        with tempfile.TemporaryDirectory() as d:
+            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--exit-child", url, d],
+                               capture_output=True, text=True, timeout=120)
+        m = re.search(r"registered listeners=8 events=(\d+) logs=(\d+)", p.stdout)
+        check(f"a process exiting with 8 listeners and a logger registered exits 0 (run {run})",
+              p.returncode == 0 and m is not None and int(m[1]) >= 1 and int(m[2]) >= 1,
+              f"rc={p.returncode} stdout={p.stdout[-300:]!r} stderr={p.stderr[-600:]!r}")
+
+
 def main():
+    if sys.argv[1] == "--exit-child":
+        exit_child(sys.argv[2], sys.argv[3])
+        return
     server_bin = sys.argv[1]
     server = subprocess.Popen([server_bin, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -181,6 +245,7 @@ def main():
         url = line.split()[-1]
         with tempfile.TemporaryDirectory() as d:
             asyncio.run(scenario(url, d))
+        exit_checks(url)
     finally:
         server.stdin.close()
         server.wait(timeout=10)

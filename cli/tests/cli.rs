@@ -124,7 +124,12 @@ fn login_whoami_request_logout_share_one_data_dir() {
     assert_eq!(job["body"]["status"], "queued");
 
     // A request the backend rejects: one line with its request id, exit 7.
-    let o = run(&["request", "POST", "jobs", r#"{"kind":"no such kind"}"#]);
+    let o = run(&[
+        "request",
+        "POST",
+        "jobs",
+        r#"{"kind":"no such kind","input":{}}"#,
+    ]);
     let err = one_line_failure(&o, 7, "rejected");
     assert!(
         err.contains("invalid_input") && err.contains("request id req-"),

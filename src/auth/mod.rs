@@ -47,7 +47,7 @@ use crate::config::RetryPolicy;
 use crate::error::{Error, Result, TimeoutKind};
 use crate::retry;
 use crate::runtime::runtime;
-use crate::subscription::{Broadcaster, Subscription};
+use crate::subscription::{call_foreign, Broadcaster, Coalesce, Subscription};
 use crate::transport::{Request, Transport};
 
 /// Auth responses are small; more than this is not a session.
@@ -94,6 +94,19 @@ pub trait AuthListener: Send + Sync {
 enum Event {
     State(AuthState),
     Refreshed(String),
+}
+
+/// A slow listener gets the latest state, not each one; a state and a rotation keep
+/// their order.
+impl Coalesce for Event {
+    fn absorb(&mut self, newer: Self) -> Option<Self> {
+        match (self, newer) {
+            (Event::State(s), Event::State(n)) => *s = n,
+            (Event::Refreshed(u), Event::Refreshed(n)) if *u == n => {}
+            (_, newer) => return Some(newer),
+        }
+        None
+    }
 }
 
 /// An access token and the session generation it belongs to (so a late `401` about it
@@ -696,9 +709,9 @@ async fn owned_task<T: Send + 'static>(
 }
 
 /// Runs foreign store code on a blocking thread: a keychain call must not stall the
-/// async workers.
+/// async workers (and, guarded, a host ending that thread at exit cannot abort).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    tokio::task::spawn_blocking(move || call_foreign(f))
         .await
         .map_err(|e| Error::Storage(format!("token store call failed: {e}")))
 }

@@ -27,6 +27,7 @@ pub fn config(url: &str, dir: &tempfile::TempDir) -> ClientConfig {
         max_delay_ms: 100,
         max_retry_after_s: 5,
     };
+    c.log_level = Some(LogLevel::Debug);
     c
 }
 

@@ -14,7 +14,10 @@
  *     HTTP request is abandoned (the server never completes the delayed job), and the
  *     client keeps working;
  *   - a CancelHandle cancels with TetherError.Cancelled;
- *   - TokenStore, Logger and AuthListener are implemented in TypeScript.
+ *   - TokenStore, Logger and AuthListener are implemented in TypeScript;
+ *   - a Node process that ends with 8 slow listeners and a slow logger still registered
+ *     (calls to them still queued) exits 0, whether its event loop runs dry or it calls
+ *     process.exit: this program run again as a child with `--exit-child return|exit`.
  *
  *   npx tsx test/scenario.ts <path to the tether binary>
  *
@@ -164,6 +167,31 @@ class RecordingLogger implements Logger {
   lines: string[] = [];
   log(level: LogLevel, target: string, message: string): void {
     this.lines.push(`${LogLevel[level]} ${target} ${message}`);
+  }
+}
+
+/** Blocks the JS thread, like a slow listener does. */
+function blockFor(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Slow on purpose, so that calls are still queued when the process ends. */
+class SlowListener implements AuthListener {
+  count = 0;
+  onStateChanged(_state: AuthState): void {
+    blockFor(20);
+    this.count++;
+  }
+  onSessionRefreshed(_userId: string): void {
+    this.count++;
+  }
+}
+
+class SlowLogger implements Logger {
+  count = 0;
+  log(_level: LogLevel, _target: string, _message: string): void {
+    blockFor(5);
+    this.count++;
   }
 }
 
@@ -501,7 +529,67 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
   client.uniffiDestroy();
 }
 
+/**
+ * The child: signs in and out with 8 slow listeners and a slow logger registered, then
+ * ends with all of them still registered and calls still queued: `return` lets the event
+ * loop run dry, `exit` calls process.exit(0).
+ */
+async function exitChild(how: string, url: string, dataDir: string): Promise<void> {
+  const config = ClientConfig.create({ baseUrl: url, clientId: "node-exit", dataDir, logLevel: LogLevel.Debug });
+  const logger = new SlowLogger();
+  const client = TetherClient.withLogger(config, new MapTokenStore(), logger) as TetherClient;
+  const listeners = Array.from({ length: 8 }, () => new SlowListener());
+  const subscriptions = listeners.map((l) => client.addAuthListener(l));
+  await client.restoreSession();
+  await client.signInAnonymously("device-node-exit");
+  await eventually(() => listeners.every((l) => l.count >= 1) && logger.count > 0, 10_000);
+  await client.signOut();
+  const events = Math.min(...listeners.map((l) => l.count));
+  console.log(`registered listeners=${subscriptions.length} events=${events} logs=${logger.count}`);
+  if (how === "exit") process.exit(0);
+}
+
+function runChild(args: string[], ms: number): Promise<{ code: number | null; signal: string | null; out: string }> {
+  return new Promise((resolveChild) => {
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => {
+      out += "\n[no exit after " + ms + " ms: killed]";
+      child.kill("SIGKILL");
+    }, ms);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolveChild({ code, signal, out });
+    });
+  });
+}
+
+async function exitChecks(server: ContractServer): Promise<void> {
+  const self = fileURLToPath(import.meta.url);
+  for (const how of ["return", "exit", "return"]) {
+    const dir = mkdtempSync(join(tmpdir(), "tether-node-exit-"));
+    try {
+      // execArgv carries tsx's loader, so the child runs this same TypeScript file.
+      const r = await runChild([...process.execArgv, self, "--exit-child", how, server.url, dir], 120_000);
+      const m = /registered listeners=8 events=(\d+) logs=(\d+)/.exec(r.out);
+      check(
+        `a Node process ending (${how}) with 8 listeners and a logger registered exits 0`,
+        r.code === 0 && m !== null && Number(m[1]) >= 1 && Number(m[2]) >= 1,
+        () => `code=${r.code} signal=${r.signal} output=${r.out.slice(-800)}`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+
 async function main(): Promise<void> {
+  if (process.argv[2] === "--exit-child") {
+    await exitChild(process.argv[3]!, process.argv[4]!, process.argv[5]!);
+    return;
+  }
   const here = dirname(fileURLToPath(import.meta.url));
   const binary = process.argv[2] ?? resolve(here, "../../../target/debug/tether");
   const dataDir = mkdtempSync(join(tmpdir(), "tether-node-"));
@@ -509,6 +597,7 @@ async function main(): Promise<void> {
   try {
     server = await ContractServer.start(binary);
     await scenario(server, dataDir);
+    await exitChecks(server);
   } catch (e) {
     failed++;
     console.log(`FAIL  scenario aborted: ${describe(e)}`);

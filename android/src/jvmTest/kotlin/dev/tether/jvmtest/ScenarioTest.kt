@@ -25,6 +25,9 @@
  *      a call afterwards -> TetherException.SignedOut
  *  12. a TokenStore whose load() throws -> restoreSession() fails with
  *      TetherException.Storage and authState() stays Unknown
+ *  13. a JVM that ends with 8 slow listeners and a slow logger still registered (and calls
+ *      to them still queued) exits 0, whether main returns or calls exitProcess: this
+ *      program run again as a child with `--exit-child return|exit`
  *
  * It is a `main` program (no JUnit/Gradle here). The last line is `N passed, M failed`;
  * the exit code is 1 if anything failed.
@@ -57,6 +60,7 @@ import java.nio.file.Files
 import java.util.Collections
 import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicInteger
 import kotlin.system.exitProcess
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.async
@@ -155,6 +159,26 @@ class RecordingLogger : Logger {
     }
 }
 
+/** Slow on purpose, so that calls are still queued when the process ends. */
+class SlowListener : AuthListener {
+    val count = AtomicInteger()
+    override fun onStateChanged(state: AuthState) {
+        Thread.sleep(20)
+        count.incrementAndGet()
+    }
+    override fun onSessionRefreshed(userId: String) {
+        count.incrementAndGet()
+    }
+}
+
+class SlowLogger : Logger {
+    val count = AtomicInteger()
+    override fun log(level: LogLevel, target: String, message: String) {
+        Thread.sleep(5)
+        count.incrementAndGet()
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The contract server (`tether serve`) and its admin endpoints
 
@@ -204,11 +228,65 @@ private val jobCall = ApiRequest(
 )
 
 fun main(args: Array<String>) {
+    if (args.firstOrNull() == "--exit-child") {
+        exitChild(how = args[1], url = args[2], dataDir = args[3])
+        return
+    }
     val binary = args.firstOrNull() ?: System.getProperty("tether.server") ?: "target/debug/tether"
     val dataDir = Files.createTempDirectory("tether-kt-").toString()
-    ContractServer(binary).use { server -> scenario(server, dataDir) }
+    ContractServer(binary).use { server ->
+        scenario(server, dataDir)
+        exitChecks(server.url)
+    }
     println("$passed passed, $failed failed")
     exitProcess(if (failed == 0 && passed > 0) 0 else 1)
+}
+
+/**
+ * The child: signs in and out with 8 slow listeners and a slow logger registered, then
+ * ends with all of them still registered and calls still queued: `return` lets main
+ * return (the JVM then waits for its non-daemon threads), `exit` calls exitProcess(0).
+ */
+private fun exitChild(how: String, url: String, dataDir: String) {
+    val config = ClientConfig(baseUrl = url, clientId = "jvm-exit", dataDir = dataDir, logLevel = LogLevel.DEBUG)
+    val logger = SlowLogger()
+    val client = TetherClient.withLogger(config, MapTokenStore(), logger)
+    val listeners = List(8) { SlowListener() }
+    val subscriptions = listeners.map { client.addAuthListener(it) }
+    runBlocking {
+        client.restoreSession()
+        client.signInAnonymously("device-jvm-exit", null)
+        eventually(10_000) { listeners.all { it.count.get() >= 1 } && logger.count.get() > 0 }
+        client.signOut()
+    }
+    val events = listeners.minOf { it.count.get() }
+    println("registered listeners=${subscriptions.size} events=$events logs=${logger.count.get()}")
+    System.out.flush()
+    if (how == "exit") exitProcess(0)
+}
+
+private fun exitChecks(url: String) {
+    val java = ProcessHandle.current().info().command().orElse("java")
+    for (how in listOf("return", "exit", "return")) {
+        val dir = Files.createTempDirectory("tether-kt-exit-").toString()
+        val child = ProcessBuilder(
+            java,
+            "-Djna.library.path=${System.getProperty("jna.library.path")}",
+            "-cp", System.getProperty("java.class.path"),
+            "dev.tether.jvmtest.ScenarioTestKt", "--exit-child", how, url, dir,
+        ).redirectErrorStream(true).start()
+        var out = ""
+        val reader = Thread { out = child.inputStream.bufferedReader().readText() }.apply { start() }
+        val finished = child.waitFor(120, TimeUnit.SECONDS)
+        if (!finished) child.destroyForcibly()
+        reader.join(10_000)
+        val m = Regex("""registered listeners=8 events=(\d+) logs=(\d+)""").find(out)
+        val code = if (finished) child.exitValue() else null
+        expect(
+            "a JVM ending ($how) with 8 listeners and a logger registered exits 0",
+            code == 0 && m != null && m.groupValues[1].toInt() >= 1 && m.groupValues[2].toInt() >= 1,
+        ) { "finished=$finished exit=$code output=${out.takeLast(800)}" }
+    }
 }
 
 private fun scenario(server: ContractServer, dataDir: String) {
