@@ -99,6 +99,11 @@ pub struct ClientConfig {
     /// The largest JSON response body the client reads into memory.
     #[uniffi(default = 1048576)]
     pub max_response_bytes: u32,
+    /// While the paywall is up (a `402` was seen, nothing is left and the window has not
+    /// reset by the server's clock), fail metered calls at once with `PlanRequired`
+    /// instead of sending them.
+    #[uniffi(default = true)]
+    pub quota_fail_fast: bool,
     /// The least severe records passed to the client's `Logger`; `None` means `Info`.
     /// `Debug` adds a line per request (method, path, status, request id; never a token).
     /// (An `Option` because UniFFI can give an enum field no default in every language.)
@@ -122,6 +127,7 @@ impl ClientConfig {
             user_agent_suffix: None,
             refresh_skew_s: 60,
             max_response_bytes: 1 << 20,
+            quota_fail_fast: true,
             log_level: None,
         }
     }

@@ -16,7 +16,7 @@ use crate::client::{ApiRequest, ApiResponse, HttpMethod};
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::logging::{self, Logger};
-use crate::quota::{LatestQuota, Quota};
+use crate::paywall::{Paywall, QuotaListener, QuotaState};
 use crate::runtime::runtime;
 use crate::store::{kv::CLOCK_OFFSET, Store};
 use crate::subscription::Subscription;
@@ -27,7 +27,7 @@ pub(crate) struct Core {
     transport: Arc<Transport>,
     auth: Arc<Auth>,
     api: Api,
-    quota: Arc<LatestQuota>,
+    paywall: Arc<Paywall>,
     first_byte: Duration,
 }
 
@@ -52,11 +52,11 @@ impl Core {
                 skew_s: config.refresh_skew_s.into(),
             },
         ));
-        let quota = Arc::new(LatestQuota::default());
+        let paywall = Paywall::restore(&store, transport.clock.clone(), config.quota_fail_fast);
         let api = Api::new(
             transport.clone(),
             auth.clone(),
-            quota.clone(),
+            paywall.clone(),
             config.retry.clone(),
             total,
             config.max_response_bytes.into(),
@@ -66,7 +66,7 @@ impl Core {
             transport,
             auth,
             api,
-            quota,
+            paywall,
             first_byte: Duration::from_millis(config.timeouts.first_byte_ms.into()),
         })
     }
@@ -158,7 +158,16 @@ impl Core {
 
 /// Quota.
 impl Core {
-    pub fn last_quota(&self) -> Option<Quota> {
-        self.quota.get()
+    pub fn quota(&self) -> QuotaState {
+        self.paywall.state()
+    }
+
+    pub async fn refresh_quota(&self) -> Result<QuotaState> {
+        let reply = self.api.send(Request::new(Method::GET, "quota")).await?;
+        self.paywall.apply_quota_body(&reply.body)
+    }
+
+    pub fn add_quota_listener(&self, listener: Arc<dyn QuotaListener>) -> Arc<Subscription> {
+        self.paywall.subscribe((*self.dispatch).clone(), listener)
     }
 }

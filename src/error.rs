@@ -165,11 +165,15 @@ pub enum TetherError {
         /// The backend's `X-Request-ID`.
         request_id: Option<String>,
     },
-    /// Authenticated but not allowed (e.g. the feature needs another plan). Do not retry.
+    /// Authenticated but not allowed. Do not retry. When the feature needs another plan,
+    /// `plan_required` names it: route the user to an upgrade screen (no paywall is
+    /// raised: only running out of quota does that).
     #[error("forbidden: {detail}")]
     Forbidden {
         /// The server's message, for logs and bug reports.
         detail: String,
+        /// The plan that would allow it, when the backend named one.
+        plan_required: Option<String>,
         /// The backend's `X-Request-ID`, when it answered.
         request_id: Option<String>,
     },
@@ -305,7 +309,11 @@ fn from_http(f: HttpFailure) -> TetherError {
             quota,
             request_id,
         },
-        403 => TetherError::Forbidden { detail, request_id },
+        403 => TetherError::Forbidden {
+            detail,
+            plan_required,
+            request_id,
+        },
         413 => TetherError::PayloadTooLarge {
             max_bytes: max_bytes.map(saturate),
             request_id,

@@ -322,10 +322,10 @@ async fn tokens_never_appear_in_debug_display_errors_or_logs() {
     let env = Env::new().await;
     let c = env.signed_in().await;
     let mut seen = Vec::new();
-    seen.push(format!("{c:?} {:?} {:?}", c.auth_state(), c.last_quota()));
+    seen.push(format!("{c:?} {:?} {:?}", c.auth_state(), c.quota()));
     env.server.expire_access_tokens();
     let reply = c.send(quota_request(), None).await.unwrap();
-    seen.push(format!("{reply:?} {:?} {:?}", env.config(), c.last_quota()));
+    seen.push(format!("{reply:?} {:?} {:?}", env.config(), c.quota()));
     for fault in [
         Fault::Status {
             status: 401,

@@ -100,10 +100,10 @@ async fn sign_in_quota_metered_call_and_paywall() {
     let body: serde_json::Value = serde_json::from_str(&q.body).unwrap();
     assert_eq!(body["limit"], 3);
     assert!(q.request_id.is_some(), "X-Request-ID");
-    let seen = c.last_quota().unwrap();
+    let seen = c.quota();
     assert_eq!(
-        (seen.plan.as_str(), seen.limit, seen.remaining),
-        ("free", 3, 3)
+        (seen.plan.as_deref(), seen.limit, seen.remaining),
+        (Some("free"), Some(3), Some(3))
     );
 
     let job = c.send(job_request(), None).await.unwrap();
@@ -121,7 +121,7 @@ async fn sign_in_quota_metered_call_and_paywall() {
     };
     let status = c.send(get, None).await.unwrap();
     assert!(status.body.contains(&id));
-    assert_eq!(c.last_quota().unwrap().remaining, 2);
+    assert_eq!(c.quota().remaining, Some(2));
 
     c.send(job_request(), None).await.unwrap();
     c.send(job_request(), None).await.unwrap();
@@ -137,7 +137,8 @@ async fn sign_in_quota_metered_call_and_paywall() {
         }
         other => panic!("expected PlanRequired, got {other:?}"),
     }
-    assert_eq!(c.last_quota().unwrap().remaining, 0);
+    assert_eq!(c.quota().remaining, Some(0));
+    assert_eq!(c.quota().paywall.as_deref(), Some("pro"));
 }
 
 #[tokio::test]

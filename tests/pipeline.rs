@@ -170,14 +170,17 @@ async fn quota_exhaustion_is_plan_required_and_headers_update_quota() {
     let env = Env::new().await;
     env.server.set_quota_limit(2);
     let c = env.signed_in().await;
-    assert_eq!(c.last_quota(), None);
+    assert_eq!(c.quota().source, tether::QuotaSource::Unknown);
     c.send(quota_request(), None).await.unwrap();
-    let q = c.last_quota().unwrap();
-    assert_eq!((q.plan.as_str(), q.limit, q.remaining), ("free", 2, 2));
+    let q = c.quota();
+    assert_eq!(
+        (q.plan.as_deref(), q.limit, q.remaining),
+        (Some("free"), Some(2), Some(2))
+    );
     assert!(q.reset_at.is_some());
     c.send(job_request(), None).await.unwrap();
     c.send(job_request(), None).await.unwrap();
-    assert_eq!(c.last_quota().unwrap().remaining, 0);
+    assert_eq!(c.quota().remaining, Some(0));
     let err = c.send(job_request(), None).await.unwrap_err();
     match err {
         TetherError::PlanRequired {

@@ -1,5 +1,6 @@
 //! `tether demo`: a walkthrough of what the core does (sign-in, quota, retries with one
-//! idempotency key, single-flight refresh, restore on next launch, paywall, sign-out)
+//! idempotency key, single-flight refresh, restore on next launch, the paywall through the
+//! quota state and its listener up to a purchase that lifts it, sign-out)
 //! against an embedded local contract server on loopback. It checks its own steps, so
 //! the test command fails loudly if it ever stops demonstrating what it claims.
 
@@ -39,6 +40,23 @@ fn job_call() -> ApiRequest {
     )
 }
 
+/// Counts the paywalls a `QuotaListener` heard of.
+#[derive(Default)]
+struct PaywallSeen(std::sync::atomic::AtomicUsize);
+
+impl PaywallSeen {
+    fn raised(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl tether::QuotaListener for PaywallSeen {
+    fn on_quota_changed(&self, _state: tether::QuotaState) {}
+    fn on_paywall(&self, _plan_required: String, _state: tether::QuotaState) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Runs the walkthrough; returns the steps that did not go as the text says (so the test
 /// command can run the demo and fail loudly if it ever stops demonstrating what it claims).
 pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
@@ -75,12 +93,15 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
     );
 
     client.send(quota_call(), None).await?;
-    let q = client.last_quota().ok_or_else(|| TetherError::Decode {
-        detail: "the quota response carried no quota headers".into(),
-    })?;
+    let q = client.quota();
+    let (Some(plan), Some(limit), Some(remaining)) = (q.plan.clone(), q.limit, q.remaining) else {
+        return Err(TetherError::Decode {
+            detail: "the quota response carried no quota headers".into(),
+        });
+    };
     println!(
-        "\n2. Quota from response headers: plan {}, {}/{} left",
-        q.plan, q.remaining, q.limit
+        "\n2. Quota state from the response headers: plan {plan}, {remaining}/{limit} left (source {:?})",
+        q.source
     );
 
     server.fault(
@@ -147,7 +168,21 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
         "step 5: the same user restored",
     );
 
-    server.set_quota_limit(u64::from(q.limit.min(3)));
+    let restored_quota = next_launch.quota();
+    println!(
+        "   quota known before any request: plan {:?}, {:?} left (source {:?})",
+        restored_quota.plan.as_deref().unwrap_or("?"),
+        restored_quota.remaining,
+        restored_quota.source
+    );
+    expect(
+        restored_quota.source == tether::QuotaSource::Cached && restored_quota.plan.is_some(),
+        "step 5: the quota state restored from the device",
+    );
+
+    let paywalls = Arc::new(PaywallSeen::default());
+    let _quota_listener = next_launch.add_quota_listener(paywalls.clone());
+    server.set_quota_limit(u64::from(limit.min(3)));
     let mut paywall = None;
     for _ in 0..10 {
         if let Err(e) = next_launch.send(job_call(), None).await {
@@ -170,6 +205,49 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
             &format!("step 6: expected PlanRequired, got {other:?}"),
         ),
     }
+    let before = server.count("/api/v1/jobs");
+    let fail_fast = next_launch.send(job_call(), None).await;
+    let sent = server.count("/api/v1/jobs") - before;
+    println!(
+        "   paywall raised: {:?}; the next metered call fails at once ({}), {sent} request(s) sent",
+        next_launch.quota().paywall,
+        if matches!(fail_fast, Err(TetherError::PlanRequired { .. })) {
+            "PlanRequired"
+        } else {
+            "?"
+        },
+    );
+    expect(
+        matches!(fail_fast, Err(TetherError::PlanRequired { .. })) && sent == 0,
+        "step 6: fail-fast without a request",
+    );
+    for _ in 0..100 {
+        if paywalls.raised() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    println!(
+        "   the QuotaListener heard on_paywall {} time(s)",
+        paywalls.raised()
+    );
+    expect(paywalls.raised() == 1, "step 6: on_paywall once");
+
+    // The purchase completes; the backend raises the plan; the app asks for the quota.
+    server.set_plan("pro", 5000);
+    let after = next_launch.refresh_quota(None).await?;
+    println!(
+        "   purchase -> plan raised on the server -> refresh_quota(): plan {:?}, {:?} left, paywall {:?}",
+        after.plan.as_deref().unwrap_or("?"),
+        after.remaining,
+        after.paywall
+    );
+    let lifted = next_launch.send(job_call(), None).await;
+    println!("   the metered call succeeds again: {}", lifted.is_ok());
+    expect(
+        after.paywall.is_none() && after.plan.as_deref() == Some("pro") && lifted.is_ok(),
+        "step 6: paywall lifted after the purchase",
+    );
 
     next_launch.sign_out().await?;
     expect(

@@ -19,7 +19,8 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use tether::{
-    AuthState, ClientConfig, HttpMethod, LogLevel, Logger, Quota, TetherClient, TetherError,
+    AuthState, ClientConfig, HttpMethod, LogLevel, Logger, QuotaSource, QuotaState, TetherClient,
+    TetherError,
 };
 use tether_cli::api_request;
 use tether_test_server::TestServer;
@@ -98,8 +99,9 @@ enum Command {
     Logout,
     /// Load the saved session and show who is signed in (no network call).
     Whoami,
-    /// GET /api/v1/quota: the plan and what is left of it, and the quota the response
-    /// headers reported.
+    /// The quota and paywall state: asks the backend (GET /api/v1/quota) and prints the
+    /// plan, what is left, the reset time, the paywall and where the state came from
+    /// (server, or the copy saved on this device when the backend cannot be reached).
     Quota,
     /// Send a request to /api/v1/PATH through the full pipeline (token, refresh,
     /// idempotency key, retries, error mapping) and print the response body.
@@ -209,9 +211,19 @@ impl From<TetherError> for Failure {
                 ),
                 request_id,
             ),
-            E::Forbidden { detail, request_id } => {
-                ("forbidden", 5, format!("forbidden: {detail}"), request_id)
-            }
+            E::Forbidden {
+                detail,
+                plan_required,
+                request_id,
+            } => (
+                "forbidden",
+                5,
+                match plan_required {
+                    Some(p) => format!("forbidden: {detail} (needs plan {p})"),
+                    None => format!("forbidden: {detail}"),
+                },
+                request_id,
+            ),
             E::RateLimited {
                 retry_after_s,
                 request_id,
@@ -538,8 +550,37 @@ async fn connect(cli: &Cli) -> Result<Session, Failure> {
     })
 }
 
-fn quota_json(q: &Quota) -> Value {
-    json!({ "plan": q.plan, "limit": q.limit, "remaining": q.remaining, "reset_at": q.reset_at })
+fn quota_state_json(q: &QuotaState) -> Value {
+    json!({ "plan": q.plan, "limit": q.limit, "remaining": q.remaining, "reset_at": q.reset_at,
+            "features": q.features, "paywall": q.paywall, "updated_at": q.updated_at,
+            "source": format!("{:?}", q.source).to_lowercase() })
+}
+
+fn quota_text(q: &QuotaState) -> String {
+    let n = |v: Option<u32>| v.map_or("?".to_string(), |v| v.to_string());
+    let mut t = format!(
+        "plan {}: {} of {} left",
+        q.plan.as_deref().unwrap_or("?"),
+        n(q.remaining),
+        n(q.limit)
+    );
+    if let Some(r) = &q.reset_at {
+        t.push_str(&format!(", resets at {r}"));
+    }
+    if !q.features.is_empty() {
+        t.push_str(&format!("\nfeatures: {}", q.features.join(", ")));
+    }
+    match &q.paywall {
+        Some(p) => t.push_str(&format!("\npaywall: up (plan {p} lifts it)")),
+        None => t.push_str("\npaywall: none"),
+    }
+    let source = match q.source {
+        QuotaSource::Server => "the backend, just now",
+        QuotaSource::Cached => "this device's saved copy (not confirmed by the backend yet)",
+        QuotaSource::Unknown => "nothing known yet",
+    };
+    t.push_str(&format!("\nsource: {source}"));
+    t
 }
 
 /// The body as JSON if it is JSON, else as a string.
@@ -601,31 +642,21 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
             },
         }),
         Command::Quota => {
-            let reply = c
-                .send(api_request(HttpMethod::Get, "quota", None, true), None)
-                .await?;
-            let last = c.last_quota();
-            let headers = match &last {
-                Some(q) => format!(
-                    "from the response headers: plan {}, {} of {} left{}",
-                    if q.plan.is_empty() { "?" } else { &q.plan },
-                    q.remaining,
-                    q.limit,
-                    q.reset_at
-                        .as_deref()
-                        .map(|r| format!(", resets at {r}"))
-                        .unwrap_or_default()
-                ),
-                None => "the response carried no quota headers".to_string(),
+            // The backend's answer, or (offline) the state this device kept.
+            let (state, offline) = match c.refresh_quota(None).await {
+                Ok(state) => (state, None),
+                Err(e @ (TetherError::Network { .. } | TetherError::Timeout { .. })) => {
+                    (c.quota(), Some(e.to_string()))
+                }
+                Err(e) => return Err(e.into()),
             };
+            let mut text = quota_text(&state);
+            if let Some(why) = &offline {
+                text.push_str(&format!("\n(the backend could not be reached: {why})"));
+            }
             Ok(Output {
-                text: format!("{}\n{headers}", reply.body.trim_end()),
-                json: json!({
-                    "status": reply.status,
-                    "request_id": reply.request_id,
-                    "body": body_json(&reply.body),
-                    "last_quota": last.as_ref().map(quota_json),
-                }),
+                text,
+                json: json!({ "state": quota_state_json(&state), "offline": offline }),
             })
         }
         Command::Request {

@@ -111,9 +111,10 @@ fn login_whoami_request_logout_share_one_data_dir() {
     assert!(reply["request_id"].is_string());
 
     let quota = json_ok(&run(&["quota"]));
-    assert_eq!(quota["body"]["limit"], 50);
-    assert_eq!(quota["last_quota"]["limit"], 50);
-    assert_eq!(quota["last_quota"]["plan"], "free");
+    assert_eq!(quota["state"]["limit"], 50);
+    assert_eq!(quota["state"]["plan"], "free");
+    assert_eq!(quota["state"]["source"], "server");
+    assert_eq!(quota["state"]["paywall"], Value::Null);
 
     let job = json_ok(&run(&[
         "request",
@@ -143,10 +144,8 @@ fn login_whoami_request_logout_share_one_data_dir() {
     );
     assert!(text.status.success(), "{}", stderr(&text));
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(
-        text.contains("from the response headers: plan free"),
-        "{text}"
-    );
+    assert!(text.contains("plan free: 49 of 50 left"), "{text}");
+    assert!(text.contains("source: the backend"), "{text}");
 
     let out = json_ok(&run(&["logout"]));
     assert_eq!(out["was_signed_in"], true);

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::auth::{Auth, Token};
 use crate::config::RetryPolicy;
-use crate::error::{Error, Result};
+use crate::error::{Error, HttpFailure, Result};
 use crate::quota::{self, QuotaObserver};
 use crate::retry;
 use crate::transport::{request_id, Chunks, Request, Transport};
@@ -135,6 +135,23 @@ impl Api {
         if req.idempotency_key.is_none() && req.method == Method::POST {
             req.idempotency_key = Some(uuid::Uuid::new_v4().to_string());
         }
+        // An authenticated POST is metered (every one the contract has): with the
+        // paywall up and nothing left, it fails here, without the network.
+        if req.authenticated && req.method == Method::POST {
+            if let Some((plan_required, quota)) = self.quota.refuse_metered() {
+                tracing::debug!(target: "tether::api", path = %req.path, "paywall up: refused locally");
+                return Err(Error::Http(Box::new(HttpFailure {
+                    status: 402,
+                    code: "quota_exceeded".into(),
+                    message: "the plan's limit is reached (known locally; nothing was sent)".into(),
+                    retry_after: None,
+                    plan_required,
+                    quota,
+                    max_bytes: None,
+                    request_id: None,
+                })));
+            }
+        }
         let mut attempt: u32 = 0;
         let mut refreshed = false;
         loop {
@@ -144,6 +161,11 @@ impl Api {
                 Err(Failure::Final(e)) => return Err(e),
                 Err(Failure::Attempt(e, generation)) => (e, generation),
             };
+            if let Error::Http(f) = &err {
+                if f.status == 402 && req.authenticated {
+                    self.quota.paywall(f.plan_required.clone(), f.quota.clone());
+                }
+            }
             if let (Error::Http(f), Some(generation)) = (&err, generation) {
                 if f.status == 401 {
                     if f.code == "session_revoked" {
@@ -229,7 +251,8 @@ mod tests {
     use super::*;
     use crate::auth::{in_memory_token_store, AuthTiming};
     use crate::config::ClientConfig;
-    use crate::quota::LatestQuota;
+    use crate::paywall::Paywall;
+    use crate::store::Store;
     use crate::transport::{Body, Multipart, Part, Source};
 
     async fn signed_in(server: &TestServer, dir: &tempfile::TempDir, max_body: u32) -> Api {
@@ -250,7 +273,8 @@ mod tests {
         ));
         auth.restore().await.unwrap();
         auth.sign_in_anonymously(None).await.unwrap();
-        let quota = Arc::new(LatestQuota::default());
+        let store = Store::open(dir.path()).unwrap();
+        let quota = Paywall::restore(&store, transport.clock.clone(), true);
         let total = Duration::from_secs(10);
         Api::new(transport, auth, quota, config.retry, total, max_body.into())
     }

@@ -17,6 +17,7 @@
 //! half-way.
 
 pub mod kv;
+pub mod quota;
 mod schema;
 
 use std::path::{Path, PathBuf};

@@ -32,6 +32,17 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO kv_v2 (key, value, updated_at) SELECT key, value, updated_at FROM kv;
     DROP TABLE kv;
     ALTER TABLE kv_v2 RENAME TO kv;",
+    // v3: the quota and paywall state (one row), restored when a client starts.
+    "CREATE TABLE quota_state (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        plan        TEXT,
+        quota_limit INTEGER,
+        remaining   INTEGER,
+        reset_at    INTEGER,
+        features    TEXT NOT NULL DEFAULT '[]',
+        paywall     TEXT,
+        updated_at  INTEGER
+    ) STRICT;",
 ];
 
 /// The schema version this library writes.
@@ -66,6 +77,28 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 mod tests {
     use super::*;
     use crate::store::{Store, FILE_NAME};
+
+    #[test]
+    fn v3_adds_the_quota_state_to_a_v2_database_keeping_its_data() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.execute("INSERT INTO kv (key, value) VALUES ('k', 'v')", [])
+            .unwrap();
+        tx.pragma_update(None, "user_version", 2).unwrap();
+        tx.commit().unwrap();
+        migrate(&mut conn).unwrap();
+        let v: String = conn
+            .query_row("SELECT value FROM kv WHERE key = 'k'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, "v");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM quota_state", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
 
     /// A database written by the library at schema v1 (the `kv` table of the foundation
     /// stage, WAL, `user_version = 1`), holding a clock offset and a value with quotes.
@@ -129,13 +162,14 @@ mod tests {
         assert_eq!(version(&conn).unwrap(), LATEST);
         // Idempotent: a second run finds nothing to do.
         migrate(&mut conn).unwrap();
-        let tables: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(tables, 1);
+        let mut tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        tables.sort();
+        assert_eq!(tables, ["kv", "quota_state"]);
     }
 }

@@ -97,7 +97,7 @@ pub struct Transport {
     client_id: HeaderValue,
     first_byte: Duration,
     idle: Duration,
-    pub clock: ServerClock,
+    pub clock: std::sync::Arc<ServerClock>,
     /// Told of each change of the server-clock offset (the facade persists it).
     on_clock_change: std::sync::OnceLock<Box<dyn Fn(i64) + Send + Sync>>,
 }
@@ -138,7 +138,7 @@ impl Transport {
                 .map_err(|_| Error::Config("client_id is not a valid header value".into()))?,
             first_byte: Duration::from_millis(config.timeouts.first_byte_ms.into()),
             idle: Duration::from_millis(config.timeouts.idle_ms.into()),
-            clock: ServerClock::default(),
+            clock: std::sync::Arc::new(ServerClock::default()),
             on_clock_change: std::sync::OnceLock::new(),
         })
     }

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `expire-tokens` | | access tokens issued so far answer `401 invalid_token` |
 //! | `quota-limit` | `{"limit": N}` | quota per user from now on |
+//! | `plan` | `{"plan": "pro", "limit": N}` | every user's plan and limit from now on (a purchase) |
 //! | `fault` | `{"path", "status", "retry_after"}` or `{"path", "kind": "drop" \| "drop-after-handling" \| "delay", "ms"}` | queues a [`Fault`] |
 //! | `count` | `{"path"}` | `{"count": N}` requests seen on `path` |
 //! | `replay-window` | `{"ms": N}` | how long a retried refresh is replayed |
@@ -30,6 +31,10 @@ pub(crate) fn handle(state: &Mutex<Inner>, cmd: &str, body: &[u8]) -> Response<B
     match cmd {
         "expire-tokens" => s.sessions.reject_issued_access_tokens(),
         "quota-limit" => s.quota.limit = v["limit"].as_u64().unwrap_or(50),
+        "plan" => {
+            s.quota.plan = v["plan"].as_str().unwrap_or("free").to_string();
+            s.quota.limit = v["limit"].as_u64().unwrap_or(s.quota.limit);
+        }
         "fault" => {
             let path = v["path"].as_str().unwrap_or("*").to_string();
             s.faults.push_back((path, fault_of(&v)));

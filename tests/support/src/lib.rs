@@ -195,6 +195,14 @@ impl TestServer {
         self.with(|s| s.quota.limit = limit);
     }
 
+    /// Every user's plan and limit from now on: what a completed purchase does.
+    pub fn set_plan(&self, plan: &str, limit: u64) {
+        self.with(|s| {
+            s.quota.plan = plan.to_string();
+            s.quota.limit = limit;
+        });
+    }
+
     /// How long after a refresh its retry (same refresh token, same `Idempotency-Key`)
     /// still gets the same session back; 24 h unless set. Measured on the real clock
     /// (`set_clock_offset` does not move it) and applied to refreshes already made too.

@@ -16,7 +16,11 @@ const WINDOW_S: i64 = 3600;
 
 pub(crate) struct Quota {
     pub(crate) limit: u64,
-    used: HashMap<String, u64>,
+    /// The plan every user is on (`X-Plan`, `plan` in bodies); raising it is the
+    /// "purchase" of the tests.
+    pub(crate) plan: String,
+    /// Per user: the window (its end) the count belongs to, and the count.
+    used: HashMap<String, (i64, u64)>,
     /// Metered requests charged so far, all users.
     pub(crate) charges: usize,
     /// One window end, on the real clock; see [`Quota::window_end`].
@@ -28,6 +32,7 @@ impl Quota {
     pub(crate) fn new(started_s: i64) -> Quota {
         Quota {
             limit: 50,
+            plan: "free".into(),
             used: HashMap::new(),
             charges: 0,
             first_end: started_s + WINDOW_S,
@@ -36,19 +41,23 @@ impl Quota {
 
     /// The end of the window `now` falls in (windows are hours counted from the start):
     /// a fixed instant, so every response of one window names the same
-    /// `Date + RateLimit-Reset`, as the contract requires. Usage is not reset when a window ends: no test runs that long.
+    /// `Date + RateLimit-Reset`, as the contract requires. Usage starts from zero in each window (tests move the server clock to cross one).
     fn window_end(&self, now: i64) -> i64 {
         self.first_end + ((now - self.first_end).div_euclid(WINDOW_S) + 1) * WINDOW_S
     }
 
-    fn remaining(&self, user: &str) -> u64 {
-        let used = self.used.get(user).copied().unwrap_or(0);
+    /// What is left in the window `now` falls in (a new window starts from zero).
+    fn remaining(&self, user: &str, now: i64) -> u64 {
+        let used = match self.used.get(user) {
+            Some((end, n)) if *end == self.window_end(now) => *n,
+            _ => 0,
+        };
         self.limit.saturating_sub(used)
     }
 
     /// The quota record, as `GET /quota` and a `402` body carry it.
     pub(crate) fn json(&self, user: &str, now: i64) -> Value {
-        json!({ "plan": "free", "limit": self.limit, "remaining": self.remaining(user),
+        json!({ "plan": self.plan, "limit": self.limit, "remaining": self.remaining(user, now),
                 "reset_at": rfc3339(self.window_end(now)) })
     }
 
@@ -57,25 +66,32 @@ impl Quota {
         h.insert("ratelimit-limit", HeaderValue::from(self.limit));
         h.insert(
             "ratelimit-remaining",
-            HeaderValue::from(self.remaining(user)),
+            HeaderValue::from(self.remaining(user, now)),
         );
         h.insert(
             "ratelimit-reset",
             HeaderValue::from(self.window_end(now) - now),
         );
-        h.insert("x-plan", HeaderValue::from_static("free"));
+        if let Ok(plan) = HeaderValue::from_str(&self.plan) {
+            h.insert("x-plan", plan);
+        }
     }
 
     /// Charges one unit, or answers `402` when none is left.
     pub(crate) fn charge(&mut self, user: &str, now: i64) -> Result<(), Box<Response<Body>>> {
-        if self.remaining(user) == 0 {
+        if self.remaining(user, now) == 0 {
             return Err(Box::new(json_resp(
                 402,
                 &json!({ "error": { "code": "quota_exceeded", "message": "Free plan limit reached",
                     "plan_required": "pro", "quota": self.json(user, now) } }),
             )));
         }
-        *self.used.entry(user.to_string()).or_default() += 1;
+        let end = self.window_end(now);
+        let entry = self.used.entry(user.to_string()).or_insert((end, 0));
+        if entry.0 != end {
+            *entry = (end, 0);
+        }
+        entry.1 += 1;
         self.charges += 1;
         Ok(())
     }
