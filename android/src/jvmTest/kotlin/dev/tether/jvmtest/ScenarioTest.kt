@@ -10,13 +10,18 @@
  *   3. a Kotlin AuthListener first hears the current state (SignedOut)
  *   4. signInAnonymously() saves the session into the Kotlin TokenStore; the listener
  *      hears SignedIn for that user
- *   5. send(GET quota) -> 200 with a JSON body naming the plan; lastQuota() is filled in
+ *   5. send(GET quota) -> 200 with a JSON body naming the plan; quota() is filled in from
+ *      the headers (plan free, source SERVER)
  *   6. all access tokens expired on the server, then 10 concurrent `async { send }` in
  *      runBlocking -> all 200 and exactly one POST /auth/refresh (single-flight); the
  *      listener hears onSessionRefreshed; accessToken() is a new token
  *   7. a second client on the same TokenStore restores the session (next app launch)
  *   8. quota limit 1: one job is accepted, the next is 402 -> TetherException.PlanRequired
- *      with planRequired "pro"
+ *      with planRequired "pro"; a Kotlin QuotaListener hears onPaywall("pro") once and
+ *      quota().paywall is "pro"; the next metered call fails at once without a request
+ *      (fail-fast); the plan is raised on the server (a purchase) -> refreshQuota() lifts
+ *      the paywall and a job succeeds; a new client on the same data dir starts from the
+ *      saved state (source CACHED, plan "pro")
  *   9. a CancelHandle cancels a call the server holds for 2 s -> TetherException.Cancelled,
  *      quickly; cancelling the coroutine (withTimeoutOrNull) around a held call also
  *      returns quickly, and the client still works afterwards
@@ -44,6 +49,9 @@ import dev.tether.ClientConfig
 import dev.tether.HttpMethod
 import dev.tether.LogLevel
 import dev.tether.Logger
+import dev.tether.QuotaListener
+import dev.tether.QuotaSource
+import dev.tether.QuotaState
 import dev.tether.RetryPolicy
 import dev.tether.TetherClient
 import dev.tether.TetherException
@@ -149,6 +157,17 @@ class RecordingListener : AuthListener {
     }
     override fun onSessionRefreshed(userId: String) {
         refreshed.add(userId)
+    }
+}
+
+class RecordingQuotaListener : QuotaListener {
+    val states = CopyOnWriteArrayList<QuotaState>()
+    val paywalls = CopyOnWriteArrayList<String>()
+    override fun onQuotaChanged(state: QuotaState) {
+        states.add(state)
+    }
+    override fun onPaywall(planRequired: String, state: QuotaState) {
+        paywalls.add(planRequired)
     }
 }
 
@@ -347,8 +366,11 @@ private fun scenario(server: ContractServer, dataDir: String) {
         val r = client.send(quotaCall, null)
         expect("GET quota -> 200 JSON with \"plan\"", r.status.toInt() == 200 && Regex(""""plan"\s*:""").containsMatchIn(r.body)) { "$r" }
         expect("response carries the request id", r.requestId?.startsWith("req-") == true) { "${r.requestId}" }
-        val q = client.lastQuota()
-        expect("lastQuota() filled in from the headers", q != null && q.plan == "free" && q.limit > 0u) { "$q" }
+        val q = client.quota()
+        expect(
+            "quota() filled in from the headers",
+            q.plan == "free" && (q.limit ?: 0u) > 0u && q.source == QuotaSource.SERVER,
+        ) { "$q" }
     }
 
     step("expired tokens + 10 concurrent calls -> one refresh") {
@@ -364,7 +386,8 @@ private fun scenario(server: ContractServer, dataDir: String) {
         expect("listener told of the refresh", eventually { listener.refreshed.contains(userId) }) { "${listener.refreshed}" }
         val newToken = client.accessToken(null)
         expect("accessToken() is the rotated token", newToken != oldToken && newToken.isNotEmpty())
-        expect("the rotated session was saved", store.saves == 2 && store.map["session"]?.contains(newToken) == true) {
+        // Saves: the sign-in, the refresh's recovery record, the rotated session.
+        expect("the rotated session was saved", store.saves == 3 && store.map["session"]?.contains(newToken) == true) {
             "saves=${store.saves}"
         }
     }
@@ -377,6 +400,8 @@ private fun scenario(server: ContractServer, dataDir: String) {
     }
 
     step("quota used up -> PlanRequired") {
+        val quotaListener = RecordingQuotaListener()
+        val quotaSubscription = client.addQuotaListener(quotaListener)
         server.admin("quota-limit", """{"limit":1}""")
         val ok = client.send(jobCall, null)
         expect("first job within the limit -> 202", ok.status.toInt() == 202 && ok.body.contains("job_id")) { "$ok" }
@@ -388,7 +413,32 @@ private fun scenario(server: ContractServer, dataDir: String) {
         if (e is TetherException.PlanRequired) {
             expect("PlanRequired carries the quota (0 remaining)", e.quota?.remaining == 0u) { "${e.quota}" }
         }
-        server.admin("quota-limit", """{"limit":50}""")
+        expect("quota().paywall is \"pro\"", client.quota().paywall == "pro") { "${client.quota()}" }
+        expect("the QuotaListener hears onPaywall(\"pro\")", eventually { quotaListener.paywalls.toList() == listOf("pro") }) {
+            "${quotaListener.paywalls}"
+        }
+        val sent = server.count("/api/v1/jobs")
+        val e2 = thrown { client.send(jobCall, null) }
+        expect(
+            "fail-fast: PlanRequired with no request sent",
+            e2 is TetherException.PlanRequired && server.count("/api/v1/jobs") == sent,
+        ) { "got $e2" }
+        server.admin("plan", """{"plan":"pro","limit":5000}""")
+        val lifted = client.refreshQuota(null)
+        expect(
+            "purchase -> refreshQuota() lifts the paywall",
+            lifted.plan == "pro" && lifted.paywall == null && lifted.source == QuotaSource.SERVER,
+        ) { "$lifted" }
+        expect("a job succeeds again", client.send(jobCall, null).status.toInt() == 202)
+        expect("the listener ends on the lifted state", eventually { quotaListener.states.lastOrNull()?.paywall == null && quotaListener.states.lastOrNull()?.plan == "pro" }) {
+            "${quotaListener.states.lastOrNull()}"
+        }
+        quotaSubscription.close()
+        val restored = eventually {
+            TetherClient(config, MapTokenStore()).use { it.quota().let { q -> q.source == QuotaSource.CACHED && q.plan == "pro" } }
+        }
+        expect("a new client starts from the saved quota state (CACHED, pro)", restored)
+        server.admin("plan", """{"plan":"free","limit":50}""")
     }
 
     step("CancelHandle cancels a held call") {
