@@ -3,6 +3,8 @@
 // `wrangler dev`, through wrangler's own startWorker API) WITHOUT a devtools session.
 //
 //   node worker/scripts/serve.mjs --config wrangler.local.jsonc --port 8787 [--var NAME:VALUE ...]
+//        [--secret-from-env NAME ...]   (a secret binding from this process's environment,
+//                                        so its value is neither in argv nor printed)
 //
 // Why: the `wrangler dev` command always attaches its devtools inspector to the runtime,
 // and then every console.log is captured with a stack trace, serialised to the devtools
@@ -39,12 +41,15 @@ for (let i = 0; i < args.length; i++) {
     const at = value.indexOf(":");
     if (at <= 0) usage(`--var wants NAME:VALUE, got ${value}`);
     bindings[value.slice(0, at)] = { type: "plain_text", value: value.slice(at + 1) };
+  } else if (flag === "--secret-from-env") {
+    if (!process.env[value]) usage(`--secret-from-env ${value}: not set in the environment`);
+    bindings[value] = { type: "secret_text", value: process.env[value] };
   } else usage(`unknown option ${flag}`);
 }
 if (!Number.isInteger(port) || port <= 0 || port > 65535) usage(`bad --port ${port}`);
 
 function usage(why) {
-  console.error(`serve.mjs: ${why}\nusage: serve.mjs --config <wrangler config> --port <n> [--var NAME:VALUE ...]`);
+  console.error(`serve.mjs: ${why}\nusage: serve.mjs --config <wrangler config> --port <n> [--var NAME:VALUE ...] [--secret-from-env NAME ...]`);
   process.exit(2);
 }
 

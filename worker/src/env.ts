@@ -12,6 +12,8 @@ export interface Env {
   // Secrets (.dev.vars locally, `wrangler secret put` in production).
   JWT_SECRET?: string;
   FALLBACK_API_KEY?: string;
+  // Unset or empty (the default): the /admin/ surface answers 404. See admin.ts.
+  ADMIN_TOKEN?: string;
 
   // Vars (all optional: config.ts has the defaults).
   AI_MODE?: string; // "workers-ai" | "standin"

@@ -1,5 +1,7 @@
-// The /api/v1 routes. Each handler validates its input completely before
-// any charge, then hands the work to runMetered (idempotency + quota).
+// The /api/v1 routes, and the hand-off to the operator surface (/admin/, admin.ts).
+// Each handler validates its input completely before any charge, then hands the
+// work to runMetered (idempotency + quota).
+import { ADMIN_PREFIX, dispatchAdmin } from "./admin";
 import { generateImage, openChat, vision } from "./ai";
 import { anonymousSignIn, authenticate, optionalPrincipal, refresh, signOut, type Principal } from "./auth";
 import { readJsonObject, readMultipart } from "./body";
@@ -74,6 +76,8 @@ function pathOf(url: string): string {
 
 export async function dispatch(req: Request, env: Env, rc: RequestContext): Promise<Response> {
   const path = pathOf(req.url);
+  // The operator surface has its own gate (off unless ADMIN_TOKEN is set; see admin.ts).
+  if (path.startsWith(ADMIN_PREFIX)) return dispatchAdmin(req, env, rc, path);
   const { routes, params } = routesFor(path);
   if (routes.length === 0) throw notFound(`No route for ${path}`);
   const method = req.method === "HEAD" ? "GET" : req.method;

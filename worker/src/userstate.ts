@@ -9,6 +9,11 @@ import type { Env } from "./env";
 import type { Limits } from "./config";
 import { isoSeconds } from "./util";
 
+/** The plans a user can hold; the admin route refuses anything else. */
+export const PLANS = ["free", "pro"] as const;
+export type Plan = (typeof PLANS)[number];
+export const isPlan = (p: unknown): p is Plan => typeof p === "string" && (PLANS as readonly string[]).includes(p);
+
 export interface QuotaSnapshot {
   plan: string;
   limit: number;
@@ -113,8 +118,18 @@ export class UserState extends DurableObject<Env> {
     return this.snapshot(limits, Math.floor(nowMs / 1000));
   }
 
-  setPlan(plan: string): void {
-    this.kv.put("plan", plan);
+  /**
+   * Sets the user's plan (the backend's purchase flow, through the admin route) and
+   * answers the quota under it, read in the same synchronous step so the answer is
+   * what the user's next request sees. The window's usage is kept: raising the plan
+   * lifts a spent free quota to the pro limit minus what was used, lowering it back
+   * can leave nothing remaining.
+   */
+  setPlan(plan: Plan, limits: Limits, nowMs: number): { previous: string; quota: QuotaSnapshot } {
+    const previous = this.plan();
+    if (plan === "free") this.kv.delete("plan"); // free is the default: no row to keep
+    else this.kv.put("plan", plan);
+    return { previous, quota: this.snapshot(limits, Math.floor(nowMs / 1000)) };
   }
 
   /**
