@@ -284,3 +284,52 @@ async fn sign_out_after_the_access_token_expired_revokes_the_family() {
         body["error"]
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the reference Worker: scripts/e2e"]
+async fn the_purchase_flow_raises_and_lifts_the_paywall() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(Arc::new(SharedStore::default()), &dir);
+    c.restore_session().await.unwrap();
+    let user = c.sign_in_anonymously(None, None).await.unwrap();
+    let mut refused = None;
+    for _ in 0..10 {
+        if let Err(e) = c.send(job_request(), None).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(refused, Some(TetherError::PlanRequired { .. })),
+        "{refused:?}"
+    );
+    let q = c.quota();
+    assert_eq!((q.paywall.as_deref(), q.remaining), (Some("pro"), Some(0)));
+    // Fail-fast while the paywall is up.
+    assert!(matches!(
+        c.send(job_request(), None).await,
+        Err(TetherError::PlanRequired { .. })
+    ));
+
+    // The purchase backend raises the plan through the Worker's operator path.
+    let token = std::env::var("TETHER_E2E_ADMIN_TOKEN").expect("TETHER_E2E_ADMIN_TOKEN");
+    let res = reqwest::Client::new()
+        .post(format!("{}/admin/v1/users/{}/plan", url(), user.id))
+        .bearer_auth(token)
+        .header("X-Client-ID", "dev.tether.e2e")
+        .header("Content-Type", "application/json")
+        .body(r#"{"plan":"pro"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+
+    let q = c.refresh_quota(None).await.unwrap();
+    assert_eq!(
+        (q.plan.as_deref(), q.paywall.as_deref(), q.source),
+        (Some("pro"), None, tether::QuotaSource::Server)
+    );
+    assert!(q.remaining.unwrap() > 0);
+    assert_eq!(c.send(job_request(), None).await.unwrap().status, 202);
+    assert_eq!(c.quota().plan.as_deref(), Some("pro"));
+}

@@ -121,8 +121,8 @@ async def scenario(url, data_dir):
 
     r = await client.send(quota())
     check("GET quota through the pipeline", r.status == 200 and json.loads(r.body)["plan"] == "free", r.body)
-    q = client.last_quota()
-    check("quota headers observed", q is not None and q.limit == 50, repr(q))
+    q = client.quota()
+    check("quota() from the headers", q.limit == 50 and q.plan == "free" and q.source == tether.QuotaSource.SERVER, repr(q))
 
     token = await client.access_token()
     admin(url, "expire-tokens")
@@ -137,12 +137,37 @@ async def scenario(url, data_dir):
     r = await client.send(job())
     check("a 503 is retried transparently", r.status == 202, r.body)
 
+    quota_events = QuotaEvents()
+    quota_sub = client.add_quota_listener(quota_events)
     admin(url, "quota-limit", {"limit": 1})
     try:
         await client.send(job())
         check("402 -> PlanRequired", False, "no error")
     except tether.TetherError.PlanRequired as e:
-        check("402 -> PlanRequired", e.plan_required == "pro", repr(e))
+        check("402 -> PlanRequired", e.plan_required == "pro" and e.quota.remaining == 0, repr(e))
+    check("quota().paywall is 'pro'", client.quota().paywall == "pro", repr(client.quota()))
+    ok = await wait_until(lambda: quota_events.paywalls == ["pro"])
+    check("the QuotaListener hears on_paywall('pro') once", ok, repr(quota_events.paywalls))
+    sent = admin(url, "count", {"path": "/api/v1/jobs"})["count"]
+    try:
+        await client.send(job())
+        check("fail-fast: PlanRequired with no request sent", False, "no error")
+    except tether.TetherError.PlanRequired:
+        after = admin(url, "count", {"path": "/api/v1/jobs"})["count"]
+        check("fail-fast: PlanRequired with no request sent", after == sent, f"{sent} -> {after}")
+    admin(url, "plan", {"plan": "pro", "limit": 5000})
+    lifted = await client.refresh_quota()
+    check("purchase -> refresh_quota() lifts the paywall",
+          lifted.plan == "pro" and lifted.paywall is None and lifted.source == tether.QuotaSource.SERVER, repr(lifted))
+    r = await client.send(job())
+    check("a job succeeds again", r.status == 202, r.body)
+    quota_sub.cancel()
+
+    def restored():
+        q = tether.TetherClient(cfg, DictStore()).quota()
+        return q.source == tether.QuotaSource.CACHED and q.plan == "pro"
+    check("a new client starts from the saved quota state (CACHED, pro)", await wait_until(restored))
+    admin(url, "plan", {"plan": "free", "limit": 50})
 
     cancel = tether.CancelHandle()
     admin(url, "fault", {"path": "/api/v1/quota", "kind": "delay", "ms": 5000})
@@ -177,6 +202,17 @@ async def scenario(url, data_dir):
     except tether.TetherError.Storage:
         check("a locked keychain -> Storage error", True)
     check("...and the state stays Unknown (not signed out)", isinstance(c2.auth_state(), tether.AuthState.UNKNOWN) and locked.clears == 0)
+
+
+class QuotaEvents(tether.QuotaListener):
+    def __init__(self):
+        self.states, self.paywalls = [], []
+
+    def on_quota_changed(self, state):
+        self.states.append(state)
+
+    def on_paywall(self, plan_required, state):
+        self.paywalls.append(plan_required)
 
 
 class SlowEvents(tether.AuthListener):

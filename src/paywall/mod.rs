@@ -181,7 +181,8 @@ impl Paywall {
 
     /// The current state (no I/O).
     pub fn state(&self) -> QuotaState {
-        self.update(|_| {})
+        self.update(true, |_| {})
+            .unwrap_or_else(|| self.lock().public())
     }
 
     pub fn subscribe(
@@ -218,7 +219,7 @@ impl Paywall {
             None => None,
         };
         let now = self.clock.now_s();
-        Ok(self.update(|st| {
+        let state = self.update(true, |st| {
             st.q.plan = Some(b.plan);
             st.q.limit = Some(saturate(b.limit));
             st.q.remaining = Some(saturate(b.remaining));
@@ -227,25 +228,32 @@ impl Paywall {
             st.q.updated_at = Some(now);
             st.source = QuotaSource::Server;
             st.lift_if_left();
-        }))
+        });
+        Ok(state.unwrap_or_else(|| self.lock().public()))
     }
 
     /// Runs `change` on the state under the lock (after lifting a paywall whose window
     /// ended), then, off the lock, announces and saves what changed (a new confirmation
-    /// time alone is not news). Returns the new state.
-    fn update(&self, change: impl FnOnce(&mut Inner)) -> QuotaState {
+    /// time alone is not news). Returns the new state when it changed (or `always`).
+    fn update(&self, always: bool, change: impl FnOnce(&mut Inner)) -> Option<QuotaState> {
         let now = self.clock.now_s();
-        let (state, changed, raised) = {
+        let (state, raised) = {
             let mut inner = self.lock();
             let before = inner.clone();
             inner.lift_if_reset(now);
             change(&mut inner);
-            let mut after = inner.clone();
-            after.q.updated_at = before.q.updated_at;
+            let seen_at = inner.q.updated_at;
+            inner.q.updated_at = before.q.updated_at;
+            let changed = *inner != before;
+            inner.q.updated_at = seen_at;
+            if !changed && !always {
+                // The common case (a response confirming what is known) builds nothing.
+                return None;
+            }
             let raised = before.q.paywall.is_none() && inner.q.paywall.is_some();
-            (inner.public(), after != before, raised)
+            (inner.public(), changed.then_some(raised))
         };
-        if changed {
+        if let Some(raised) = raised {
             self.dirty.notify_one();
             if raised {
                 let plan = state.paywall.clone().unwrap_or_default();
@@ -254,14 +262,14 @@ impl Paywall {
             }
             self.events.emit(Event::Changed(state.clone()));
         }
-        state
+        Some(state)
     }
 }
 
 impl QuotaObserver for Paywall {
     fn observe(&self, report: QuotaReport) {
         let now = self.clock.now_s();
-        self.update(|st| {
+        self.update(false, |st| {
             let q = &mut st.q;
             let same_terms = report
                 .plan
@@ -293,7 +301,7 @@ impl QuotaObserver for Paywall {
 
     fn paywall(&self, plan_required: Option<String>, quota: Option<Quota>) {
         let now = self.clock.now_s();
-        self.update(|st| {
+        self.update(false, |st| {
             if let Some(q) = quota {
                 if !q.plan.is_empty() {
                     st.q.plan = Some(q.plan);
@@ -316,7 +324,7 @@ impl QuotaObserver for Paywall {
         }
         let now = self.clock.now_s();
         // Lifts a paywall whose window has ended first (announced like any change).
-        self.update(|_| {});
+        self.update(false, |_| {});
         let inner = self.lock();
         let up = inner.q.paywall.is_some()
             && inner.q.remaining == Some(0)

@@ -39,6 +39,7 @@ import {
   ClientConfig,
   HttpMethod,
   LogLevel,
+  QuotaSource,
   RetryPolicy,
   TetherClient,
   TetherError,
@@ -46,6 +47,8 @@ import {
   tetherVersion,
   type AuthListener,
   type Logger,
+  type QuotaListener,
+  type QuotaState,
   type TokenStore,
 } from "../generated/index.ts";
 
@@ -160,6 +163,17 @@ class RecordingListener implements AuthListener {
   }
   onSessionRefreshed(userId: string): void {
     this.refreshed.push(userId);
+  }
+}
+
+class RecordingQuotaListener implements QuotaListener {
+  states: QuotaState[] = [];
+  paywalls: string[] = [];
+  onQuotaChanged(state: QuotaState): void {
+    this.states.push(state);
+  }
+  onPaywall(planRequired: string, _state: QuotaState): void {
+    this.paywalls.push(planRequired);
   }
 }
 
@@ -333,8 +347,12 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     const r = await p;
     check("GET quota -> 200 JSON naming the plan", r.status === 200 && JSON.parse(r.body).plan === "free", () => r.body);
     check("response carries the request id", r.requestId?.startsWith("req-") === true, () => `${r.requestId}`);
-    const q = client.lastQuota();
-    check("lastQuota() filled in from the headers", q !== undefined && q.plan === "free" && q.limit === 50, () => `${q?.plan} ${q?.limit}`);
+    const q = client.quota();
+    check(
+      "quota() filled in from the headers",
+      q.plan === "free" && q.limit === 50 && q.source === QuotaSource.Server,
+      () => `${q.plan} ${q.limit} ${q.source}`,
+    );
   });
 
   await step("expired tokens + 10 concurrent calls -> one refresh", async () => {
@@ -356,7 +374,8 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     check("accessToken() is the rotated token", newToken !== oldToken && newToken.length > 20);
     check(
       "the rotated session was saved",
-      store.saves === 2 && store.value?.includes(newToken) === true,
+      // Saves: the sign-in, the refresh's recovery record, the rotated session.
+      store.saves === 3 && store.value?.includes(newToken) === true,
       () => `saves=${store.saves}`,
     );
   });
@@ -383,7 +402,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
   await step("AbortSignal cancels the Rust future", async () => {
     // Reference point: the quota left before the aborted job.
     await client.send(quotaCall);
-    const remainingBefore = client.lastQuota()?.remaining;
+    const remainingBefore = client.quota().remaining;
     const jobsBefore = await server.count("/api/v1/jobs");
 
     await server.admin("fault", { path: "/api/v1/jobs", kind: "delay", ms: 3000 });
@@ -414,7 +433,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     await sleep(Math.max(0, start + 3600 - Date.now()));
     const after = await client.send(quotaCall);
     check("a following call on the same client succeeds", after.status === 200, () => `${after.status}`);
-    const remainingAfter = client.lastQuota()?.remaining;
+    const remainingAfter = client.quota().remaining;
     check(
       "the aborted job was never completed on the server (quota unchanged after the delay)",
       remainingBefore !== undefined && remainingAfter === remainingBefore,
@@ -456,6 +475,8 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
   });
 
   await step("quota used up -> PlanRequired", async () => {
+    const quotaListener = new RecordingQuotaListener();
+    const quotaSubscription = client.addQuotaListener(quotaListener);
     await server.admin("quota-limit", { limit: 1 });
     const e = await thrown(() => client.send(jobCall));
     check(
@@ -466,7 +487,36 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     if (TetherError.instanceOf(e) && TetherError.PlanRequired.instanceOf(e)) {
       check("PlanRequired carries the quota (0 remaining)", e.inner.quota?.remaining === 0, () => `${e.inner.quota?.remaining}`);
     }
-    await server.admin("quota-limit", { limit: 50 });
+    check("quota().paywall is \"pro\"", client.quota().paywall === "pro", () => `${client.quota().paywall}`);
+    check(
+      "the QuotaListener hears onPaywall(\"pro\") once",
+      await eventually(() => quotaListener.paywalls.length === 1 && quotaListener.paywalls[0] === "pro"),
+      () => quotaListener.paywalls.join(","),
+    );
+    const sent = await server.count("/api/v1/jobs");
+    const e2 = await thrown(() => client.send(jobCall));
+    check(
+      "fail-fast: PlanRequired with no request sent",
+      TetherError.instanceOf(e2) && TetherError.PlanRequired.instanceOf(e2) && (await server.count("/api/v1/jobs")) === sent,
+      () => `got ${describe(e2)}`,
+    );
+    await server.admin("plan", { plan: "pro", limit: 5000 });
+    const lifted = await client.refreshQuota();
+    check(
+      "purchase -> refreshQuota() lifts the paywall",
+      lifted.plan === "pro" && lifted.paywall === undefined && lifted.source === QuotaSource.Server,
+      () => `${lifted.plan} ${lifted.paywall} ${lifted.source}`,
+    );
+    check("a job succeeds again", (await client.send(jobCall)).status === 202);
+    quotaSubscription.uniffiDestroy();
+    const restored = await eventually(() => {
+      const next = new TetherClient(config, new MapTokenStore());
+      const q = next.quota();
+      next.uniffiDestroy();
+      return q.source === QuotaSource.Cached && q.plan === "pro";
+    });
+    check("a new client starts from the saved quota state (Cached, pro)", restored);
+    await server.admin("plan", { plan: "free", limit: 50 });
   });
 
   await step("logs never contain tokens", async () => {
