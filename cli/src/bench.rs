@@ -71,6 +71,21 @@ fn raw_open(file: &std::path::Path) -> rusqlite::Connection {
     c
 }
 
+/// `getrusage(2)`, declared here so the bench needs no libc crate.
+mod libc_rusage {
+    #[repr(C)]
+    pub struct Rusage {
+        pub utime_s: i64,
+        pub utime_us: i64,
+        pub stime_s: i64,
+        pub stime_us: i64,
+        pub rest: [i64; 14],
+    }
+    extern "C" {
+        pub fn getrusage(who: i32, usage: *mut Rusage) -> i32;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let server = TestServer::start().await;
@@ -90,7 +105,35 @@ async fn main() {
             .send()
     };
 
-    // Sequential requests.
+    // Profiling aid (not a figure): `TETHER_BENCH_ONLY=tether|bare` runs one side's
+    // sequential loop alone, long enough for `perf record`, and prints the process's CPU
+    // time per request (server included, the same for both sides) to stderr.
+    if let Ok(side) = std::env::var("TETHER_BENCH_ONLY") {
+        let n = 20_000;
+        let cpu = || {
+            let mut ru = std::mem::MaybeUninit::<libc_rusage::Rusage>::zeroed();
+            // SAFETY: getrusage fills the struct it is given.
+            unsafe { libc_rusage::getrusage(0, ru.as_mut_ptr()) };
+            let ru = unsafe { ru.assume_init() };
+            (ru.utime_s * 1_000_000 + ru.utime_us + ru.stime_s * 1_000_000 + ru.stime_us) as f64
+        };
+        let (c0, t) = (cpu(), Instant::now());
+        for _ in 0..n {
+            if side == "bare" {
+                let r = bare_get().await.unwrap();
+                r.bytes().await.unwrap();
+            } else {
+                client.send(quota(), None).await.unwrap();
+            }
+        }
+        eprintln!(
+            "{side}: {:.1} us CPU and {:.1} us wall per request",
+            (cpu() - c0) / n as f64,
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
+        return;
+    }
+
     let n = 300;
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for round in 0..=ROUNDS {
