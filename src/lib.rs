@@ -31,8 +31,8 @@ pub use quota::Quota;
 pub use runtime::CancelHandle;
 pub use subscription::Subscription;
 pub use upload::{
-    BoundingBox, DetectOptions, DetectedObject, Detection, ImageInfo, ImageSource,
-    PrepareOptions, UploadProgress, VisionOptions, VisionReply,
+    BoundingBox, DetectOptions, DetectedObject, Detection, ImageInfo, ImageSource, PrepareOptions,
+    UploadProgress, VisionOptions, VisionReply,
 };
 
 /// The library's version (`tether/<version>` in the User-Agent).

@@ -129,8 +129,14 @@ async fn a_sideways_photo_arrives_upright_downscaled_without_gps_with_its_icc() 
     let got = ups[0].image.clone().unwrap();
     assert_eq!(got.len() as u32, d.image.byte_size);
     assert_eq!(ups[0].content_type, "image/jpeg");
-    assert_eq!(ups[0].filename, "image.jpg", "the user's file name stays home");
-    assert!(exif_fields(&got).is_none(), "no EXIF at all after a re-encode");
+    assert_eq!(
+        ups[0].filename, "image.jpg",
+        "the user's file name stays home"
+    );
+    assert!(
+        exif_fields(&got).is_none(),
+        "no EXIF at all after a re-encode"
+    );
     let (px, w, h, icc) = decode(&got);
     assert_eq!((w, h), (512, 1024));
     assert_eq!(icc.as_deref(), Some(sample::SAMPLE_ICC));
@@ -138,7 +144,10 @@ async fn a_sideways_photo_arrives_upright_downscaled_without_gps_with_its_icc() 
     let at = |x: usize, y: usize| &px[(y * w as usize + x) * 3..][..3];
     let (top, bottom) = (at(256, 100), at(256, 900));
     assert!(top[0] > 180 && top[2] < 60, "top is red: {top:?}");
-    assert!(bottom[2] > 180 && bottom[0] < 60, "bottom is blue: {bottom:?}");
+    assert!(
+        bottom[2] > 180 && bottom[0] < 60,
+        "bottom is blue: {bottom:?}"
+    );
     check_progress(&progress.calls(), ups[0].content_length.unwrap());
     assert_eq!(tmp_files(&env), 0, "the prepared copy is removed");
 }
@@ -149,7 +158,14 @@ async fn without_a_resize_metadata_is_stripped_losslessly_keeping_orientation_an
     let c = env.signed_in().await;
     let photo = sample::sideways_photo(600, 300);
     let d = c
-        .detect(ImageSource::Bytes { data: photo.clone() }, None, None, None)
+        .detect(
+            ImageSource::Bytes {
+                data: photo.clone(),
+            },
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert!(!d.image.resized && d.image.metadata_stripped);
@@ -160,7 +176,9 @@ async fn without_a_resize_metadata_is_stripped_losslessly_keeping_orientation_an
         .get_field(exif::Tag::GPSLatitude, exif::In::PRIMARY)
         .is_none());
     assert!(e.get_field(exif::Tag::Make, exif::In::PRIMARY).is_none());
-    let o = e.get_field(exif::Tag::Orientation, exif::In::PRIMARY).unwrap();
+    let o = e
+        .get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+        .unwrap();
     assert_eq!(o.value.get_uint(0), Some(6));
     let (a, ..) = decode(&photo);
     let (b, _, _, icc) = decode(&got);
@@ -216,7 +234,12 @@ async fn every_supported_type_is_sniffed_from_its_bytes_and_sent_as_such() {
     let c = env.signed_in().await;
     // A PNG named .jpg is a PNG; its text chunk goes.
     let d = c
-        .detect(file(&env, "photo.jpg", &png_with_text(40, 20)), None, None, None)
+        .detect(
+            file(&env, "photo.jpg", &png_with_text(40, 20)),
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(d.image.media_type, "image/png");
@@ -224,7 +247,9 @@ async fn every_supported_type_is_sniffed_from_its_bytes_and_sent_as_such() {
     assert_eq!(up.content_type, "image/png");
     let got = up.image.unwrap();
     assert!(!got.windows(8).any(|w| w == b"Location"), "tEXt removed");
-    let mut r = png::Decoder::new(Cursor::new(&got[..])).read_info().unwrap();
+    let mut r = png::Decoder::new(Cursor::new(&got[..]))
+        .read_info()
+        .unwrap();
     let mut buf = vec![0; r.output_buffer_size()];
     r.next_frame(&mut buf).unwrap();
     assert_eq!(&buf[..3 * 40 * 20], &sample::two_tone(40, 20)[..]);
@@ -248,7 +273,10 @@ async fn every_supported_type_is_sniffed_from_its_bytes_and_sent_as_such() {
     assert_eq!(d.image.media_type, "image/heic");
     assert!(!d.image.metadata_stripped && !d.image.resized);
     assert_eq!((d.image.width, d.image.height), (4032, 3024));
-    assert_eq!(&env.server.uploads().pop().unwrap().image.unwrap()[..], &h[..]);
+    assert_eq!(
+        &env.server.uploads().pop().unwrap().image.unwrap()[..],
+        &h[..]
+    );
 
     let v = c
         .vision(
@@ -262,8 +290,15 @@ async fn every_supported_type_is_sniffed_from_its_bytes_and_sent_as_such() {
         )
         .await
         .unwrap();
-    assert!(v.response.contains("What colour is on top?"), "{}", v.response);
-    assert_eq!(env.server.uploads().pop().unwrap().fields["prompt"], "What colour is on top?");
+    assert!(
+        v.response.contains("What colour is on top?"),
+        "{}",
+        v.response
+    );
+    assert_eq!(
+        env.server.uploads().pop().unwrap().fields["prompt"],
+        "What colour is on top?"
+    );
 }
 
 #[tokio::test]
@@ -278,7 +313,12 @@ async fn bad_input_is_refused_before_any_byte_is_sent() {
         .unwrap_err();
     assert!(matches!(e, TetherError::UnsupportedMedia { .. }), "{e:?}");
     let e = c
-        .detect(file(&env, "a.gif", b"GIF89a\x01\x00\x01\x00\x00\x00"), None, None, None)
+        .detect(
+            file(&env, "a.gif", b"GIF89a\x01\x00\x01\x00\x00\x00"),
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, TetherError::UnsupportedMedia { .. }), "{e:?}");
@@ -327,7 +367,13 @@ async fn bad_input_is_refused_before_any_byte_is_sent() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, TetherError::PayloadTooLarge { max_bytes: Some(1000), .. }),
+        matches!(
+            e,
+            TetherError::PayloadTooLarge {
+                max_bytes: Some(1000),
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert_eq!(env.server.count(DETECT), 0, "nothing was sent");
@@ -378,9 +424,17 @@ async fn a_reset_mid_body_is_retried_with_the_same_key_and_charged_once() {
     assert_eq!(keys.len(), 1, "the reset request never reached the routes");
     assert_eq!(env.server.charges(), 1);
     let up = env.server.uploads().pop().unwrap();
-    assert_eq!(&up.image.unwrap()[..], &data[..], "the bytes hash to what was sent");
+    assert_eq!(
+        &up.image.unwrap()[..],
+        &data[..],
+        "the bytes hash to what was sent"
+    );
     let calls = progress.calls();
-    assert_eq!(calls.last().unwrap().0, 2, "the retry is attempt 2: {calls:?}");
+    assert_eq!(
+        calls.last().unwrap().0,
+        2,
+        "the retry is attempt 2: {calls:?}"
+    );
     check_progress(&calls, up.content_length.unwrap());
 
     // A 503 cold start, then success: the same key twice, one charge.
@@ -430,7 +484,11 @@ async fn cancelling_mid_upload_stops_progress_and_removes_the_temp_file() {
     assert!(seen >= 1);
     assert_eq!(tmp_files(&env), 0, "the stripped copy is gone");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(progress.calls().len(), seen, "no progress after the call returned");
+    assert_eq!(
+        progress.calls().len(),
+        seen,
+        "no progress after the call returned"
+    );
     assert_eq!(env.server.charges(), 0);
 }
 
@@ -458,7 +516,13 @@ async fn refusals_map_to_the_contract_errors() {
     env.server.set_upload_limit(100);
     let e = c.detect(img(), None, None, None).await.unwrap_err();
     assert!(
-        matches!(e, TetherError::PayloadTooLarge { max_bytes: Some(100), .. }),
+        matches!(
+            e,
+            TetherError::PayloadTooLarge {
+                max_bytes: Some(100),
+                ..
+            }
+        ),
         "{e:?}"
     );
 }

@@ -26,8 +26,10 @@ impl TetherClient {
         progress: Option<Arc<dyn UploadProgress>>,
         cancel: Option<Arc<CancelHandle>>,
     ) -> Result<Detection, TetherError> {
-        self.call(cancel, |c| async move { c.detect(image, options.unwrap_or_default(), progress).await })
-            .await
+        self.call(cancel, |c| async move {
+            c.detect(image, options.unwrap_or_default(), progress).await
+        })
+        .await
     }
 
     /// Asks a question about an image (`POST /api/v1/vision`); the image is prepared and
@@ -42,7 +44,8 @@ impl TetherClient {
         cancel: Option<Arc<CancelHandle>>,
     ) -> Result<VisionReply, TetherError> {
         self.call(cancel, |c| async move {
-            c.vision(image, prompt, options.unwrap_or_default(), progress).await
+            c.vision(image, prompt, options.unwrap_or_default(), progress)
+                .await
         })
         .await
     }

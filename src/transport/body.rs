@@ -200,7 +200,6 @@ impl Multipart {
         self
     }
 
-
     async fn open(&self) -> Result<OpenForm> {
         let mut open = Vec::with_capacity(self.segments.len());
         for s in &self.segments {
@@ -400,7 +399,9 @@ mod tests {
             source: Source::File(path),
         }])
         .unwrap()
-        .with_progress(Arc::new(move |sent, total| s.lock().unwrap().push((sent, total))));
+        .with_progress(Arc::new(move |sent, total| {
+            s.lock().unwrap().push((sent, total))
+        }));
         for attempt in 0..2 {
             seen.lock().unwrap().clear();
             form.open().await.unwrap().collect().await.unwrap();

@@ -212,11 +212,6 @@ impl Uploads {
         Ok(Uploads { tmp_dir })
     }
 
-    #[cfg(test)]
-    pub fn tmp_dir(&self) -> &Path {
-        &self.tmp_dir
-    }
-
     pub async fn detect(
         &self,
         api: &Api,
@@ -343,4 +338,37 @@ struct ObjectWire {
 struct VisionWire {
     response: String,
     model: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_deleted_between_preflight_and_upload_is_invalid_input_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holiday.png");
+        std::fs::write(&path, pixels::tests::tiny_png(4, 4)).unwrap();
+        let options = PrepareOptions {
+            max_dimension: None,
+            strip_metadata: false,
+            ..Default::default()
+        };
+        let image = ImageSource::File {
+            path: path.to_str().unwrap().into(),
+        };
+        let prepared = prepare(image, &options, dir.path()).unwrap();
+        assert!(matches!(&prepared.source, Source::File(p) if p == &path));
+        std::fs::remove_file(&path).unwrap();
+        let part = Part {
+            name: "image".into(),
+            filename: Some(prepared.filename()),
+            content_type: Some(prepared.info.media_type.clone()),
+            source: prepared.source.clone(),
+        };
+        assert!(matches!(
+            Multipart::new(vec![part]),
+            Err(Error::InvalidInput(m)) if m.contains("holiday.png")
+        ));
+    }
 }

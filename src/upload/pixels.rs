@@ -31,7 +31,11 @@ pub(crate) fn fit(w: u32, h: u32, max: u32) -> (u32, u32) {
 
 /// Decodes `data`, at a reduced scale (never below `want`) where the format allows.
 /// Returns the pixels and the ICC profile.
-pub(crate) fn decode(kind: Kind, data: &[u8], want: (u32, u32)) -> Result<(Pixels, Option<Vec<u8>>)> {
+pub(crate) fn decode(
+    kind: Kind,
+    data: &[u8],
+    want: (u32, u32),
+) -> Result<(Pixels, Option<Vec<u8>>)> {
     match kind {
         Kind::Jpeg => {
             let mut d = jpeg_decoder::Decoder::new(Cursor::new(data));
@@ -77,7 +81,8 @@ pub(crate) fn decode(kind: Kind, data: &[u8], want: (u32, u32)) -> Result<(Pixel
             Ok((pixels, icc))
         }
         Kind::WebP => {
-            let mut d = image_webp::WebPDecoder::new(Cursor::new(data)).map_err(|e| corrupt(kind, e))?;
+            let mut d =
+                image_webp::WebPDecoder::new(Cursor::new(data)).map_err(|e| corrupt(kind, e))?;
             let icc = d.icc_profile().ok().flatten();
             let (w, h) = d.dimensions();
             let alpha = d.has_alpha();
@@ -183,8 +188,10 @@ pub(crate) fn orient(p: Pixels, orientation: u32) -> Pixels {
 pub(crate) fn encode_jpeg(p: &Pixels, quality: u32, icc: Option<&[u8]>) -> Result<Vec<u8>> {
     let bad = |e: jpeg_encoder::EncodingError| Error::InvalidInput(format!("JPEG encode: {e}"));
     let (w, h) = (
-        u16::try_from(p.width).map_err(|_| Error::InvalidInput("image too wide to encode".into()))?,
-        u16::try_from(p.height).map_err(|_| Error::InvalidInput("image too tall to encode".into()))?,
+        u16::try_from(p.width)
+            .map_err(|_| Error::InvalidInput("image too wide to encode".into()))?,
+        u16::try_from(p.height)
+            .map_err(|_| Error::InvalidInput("image too tall to encode".into()))?,
     );
     let mut out = Vec::with_capacity(p.data.len() / 8);
     let mut enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100) as u8);
@@ -210,7 +217,8 @@ pub(crate) mod tests {
         let mut enc = png::Encoder::new(&mut out, w, h);
         enc.set_color(png::ColorType::Rgb);
         let mut wr = enc.write_header().unwrap();
-        wr.write_image_data(&vec![200u8; (w * h * 3) as usize]).unwrap();
+        wr.write_image_data(&vec![200u8; (w * h * 3) as usize])
+            .unwrap();
         wr.finish().unwrap();
         out
     }

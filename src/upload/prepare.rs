@@ -23,7 +23,10 @@ pub(crate) struct TempFile(PathBuf);
 
 impl TempFile {
     fn write(dir: &Path, ext: &str, data: &[u8]) -> Result<TempFile> {
-        let path = dir.join(format!("tether-upload-{}.{ext}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join(format!(
+            "tether-upload-{}.{ext}",
+            uuid::Uuid::new_v4().simple()
+        ));
         // Guard first: a failed write leaves nothing behind either.
         let t = TempFile(path);
         std::fs::write(&t.0, data)
@@ -67,7 +70,9 @@ pub(crate) fn prepare(image: ImageSource, o: &PrepareOptions, tmp_dir: &Path) ->
             let path = Path::new(path);
             let h = sniff::sniff_file(path)?;
             let len = std::fs::metadata(path)
-                .map_err(|e| Error::InvalidInput(format!("cannot read image {}: {e}", path.display())))?
+                .map_err(|e| {
+                    Error::InvalidInput(format!("cannot read image {}: {e}", path.display()))
+                })?
                 .len();
             (h, len)
         }

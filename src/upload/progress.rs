@@ -39,8 +39,10 @@ impl Counter {
                 c.packed.store(attempt << SENT_BITS, Ordering::Release);
             } else {
                 let attempt = c.packed.load(Ordering::Relaxed) >> SENT_BITS;
-                c.packed
-                    .store((attempt << SENT_BITS) | (sent & SENT_MASK), Ordering::Release);
+                c.packed.store(
+                    (attempt << SENT_BITS) | (sent & SENT_MASK),
+                    Ordering::Release,
+                );
             }
         })
     }

@@ -64,7 +64,9 @@ pub(crate) fn strip(kind: Kind, data: Bytes) -> Result<Vec<u8>> {
         Kind::Jpeg => strip_jpeg(data),
         Kind::Png => strip_png(data),
         Kind::WebP => strip_webp(data),
-        Kind::Heic => Err(Error::UnsupportedMedia("HEIC cannot be rewritten here".into())),
+        Kind::Heic => Err(Error::UnsupportedMedia(
+            "HEIC cannot be rewritten here".into(),
+        )),
     }
 }
 
@@ -90,8 +92,10 @@ fn strip_jpeg(data: Bytes) -> Result<Vec<u8>> {
                 .iter()
                 .take_while(|s| s.marker() == markers::APP0)
                 .count();
-            jpeg.segments_mut()
-                .insert(at, JpegSegment::new_with_contents(markers::APP1, contents.freeze()));
+            jpeg.segments_mut().insert(
+                at,
+                JpegSegment::new_with_contents(markers::APP1, contents.freeze()),
+            );
         }
     }
     // The scan segment's entropy runs to the end of the file: cut it after the primary
@@ -100,16 +104,22 @@ fn strip_jpeg(data: Bytes) -> Result<Vec<u8>> {
         if last.has_entropy() {
             let (marker, contents) = (last.marker(), last.contents().clone());
             let mut rest = Vec::new();
-            last.clone().encoder().write_to(&mut rest).map_err(|e| corrupt(Kind::Jpeg, e))?;
+            last.clone()
+                .encoder()
+                .write_to(&mut rest)
+                .map_err(|e| corrupt(Kind::Jpeg, e))?;
             // `rest` = marker, length, contents, entropy.
             let head = 4 + contents.len();
             let entropy = Bytes::from(rest).slice(head..);
-            let end = primary_end(&entropy).ok_or_else(|| corrupt(Kind::Jpeg, "no end of image"))?;
+            let end =
+                primary_end(&entropy).ok_or_else(|| corrupt(Kind::Jpeg, "no end of image"))?;
             *last = JpegSegment::new_with_entropy(marker, contents, entropy.slice(..end));
         }
     }
     let mut out = Vec::new();
-    jpeg.encoder().write_to(&mut out).map_err(|e| corrupt(Kind::Jpeg, e))?;
+    jpeg.encoder()
+        .write_to(&mut out)
+        .map_err(|e| corrupt(Kind::Jpeg, e))?;
     Ok(out)
 }
 
@@ -144,7 +154,9 @@ fn strip_png(data: Bytes) -> Result<Vec<u8>> {
         png.set_exif(orientation_only(o));
     }
     let mut out = Vec::new();
-    png.encoder().write_to(&mut out).map_err(|e| corrupt(Kind::Png, e))?;
+    png.encoder()
+        .write_to(&mut out)
+        .map_err(|e| corrupt(Kind::Png, e))?;
     Ok(out)
 }
 
@@ -178,6 +190,8 @@ fn strip_webp(data: Bytes) -> Result<Vec<u8>> {
         }
     }
     let mut out = Vec::new();
-    webp.encoder().write_to(&mut out).map_err(|e| corrupt(Kind::WebP, e))?;
+    webp.encoder()
+        .write_to(&mut out)
+        .map_err(|e| corrupt(Kind::WebP, e))?;
     Ok(out)
 }

@@ -41,8 +41,10 @@ pub(crate) fn handle(state: &Mutex<Inner>, cmd: &str, body: &[u8]) -> Response<B
             let list: Vec<Value> = s
                 .uploads
                 .iter()
-                .map(|u| json!({ "route": u.route, "sha256": u.sha256, "len": u.len,
-                                 "content_type": u.content_type, "fields": u.fields }))
+                .map(|u| {
+                    json!({ "route": u.route, "sha256": u.sha256, "len": u.len,
+                                 "content_type": u.content_type, "fields": u.fields })
+                })
                 .collect();
             return json_resp(200, &json!({ "uploads": list }));
         }
@@ -89,7 +91,9 @@ fn fault_of(v: &Value) -> Fault {
         Some("drop-after-handling") => Fault::DropAfterHandling,
         Some("delay") => Fault::Delay(Duration::from_millis(v["ms"].as_u64().unwrap_or(1000))),
         Some("reset-mid-body") => Fault::ResetMidBody,
-        Some("slow-upload") => Fault::SlowUpload(Duration::from_millis(v["ms"].as_u64().unwrap_or(50))),
+        Some("slow-upload") => {
+            Fault::SlowUpload(Duration::from_millis(v["ms"].as_u64().unwrap_or(50)))
+        }
         _ => Fault::Status {
             status,
             code,

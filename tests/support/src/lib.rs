@@ -374,9 +374,10 @@ async fn handle(
         // Faults that act while the body arrives are taken now; others wait their turn.
         let (read_fault, limit) = {
             let mut s = lock(&state);
-            let pos = s.faults.iter().position(|(p, f)| {
-                (p == &path || p == "*") && routes::upload::is_read_fault(f)
-            });
+            let pos = s
+                .faults
+                .iter()
+                .position(|(p, f)| (p == &path || p == "*") && routes::upload::is_read_fault(f));
             let f = pos.and_then(|i| s.faults.remove(i)).map(|(_, f)| f);
             (f, s.upload_limit)
         };

@@ -96,7 +96,13 @@ pub fn photo_like(width: u32, height: u32) -> Vec<u8> {
 
 /// Encodes RGB pixels as a JPEG with an EXIF block (if given) and an ICC profile (if
 /// given).
-pub fn jpeg(px: &[u8], width: u16, height: u16, exif: Option<&[u8]>, icc: Option<&[u8]>) -> Vec<u8> {
+pub fn jpeg(
+    px: &[u8],
+    width: u16,
+    height: u16,
+    exif: Option<&[u8]>,
+    icc: Option<&[u8]>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
     if let Some(exif) = exif {
@@ -117,5 +123,11 @@ pub fn jpeg(px: &[u8], width: u16, height: u16, exif: Option<&[u8]>, icc: Option
 /// ICC profile.
 pub fn sideways_photo(width: u16, height: u16) -> Vec<u8> {
     let px = two_tone(width.into(), height.into());
-    jpeg(&px, width, height, Some(&exif_block(6, true)), Some(SAMPLE_ICC))
+    jpeg(
+        &px,
+        width,
+        height,
+        Some(&exif_block(6, true)),
+        Some(SAMPLE_ICC),
+    )
 }

@@ -108,7 +108,13 @@ pub(crate) async fn read(
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(multer::Error::StreamReadFailed(_)) => return Err(ReadFail::Close),
-            Err(e) => return Err(bad(400, "bad_request", format!("not valid multipart/form-data: {e}"))),
+            Err(e) => {
+                return Err(bad(
+                    400,
+                    "bad_request",
+                    format!("not valid multipart/form-data: {e}"),
+                ))
+            }
         };
         let name = field.name().unwrap_or("").to_string();
         if name == "image" && field.file_name().is_some() {
@@ -135,7 +141,9 @@ pub(crate) async fn read(
                     }
                     Ok(None) => break,
                     Err(multer::Error::StreamReadFailed(_)) => return Err(ReadFail::Close),
-                    Err(e) => return Err(bad(400, "bad_request", format!("broken image part: {e}"))),
+                    Err(e) => {
+                        return Err(bad(400, "bad_request", format!("broken image part: {e}")))
+                    }
                 }
             }
             up.sha256 = hex(&hash.finalize());
@@ -154,7 +162,11 @@ pub(crate) async fn read(
         return Err(bad(400, "bad_request", "Missing `image` file part".into()));
     }
     if too_big {
-        return Err(ReadFail::Answer(413, "payload_too_large", limit.to_string()));
+        return Err(ReadFail::Answer(
+            413,
+            "payload_too_large",
+            limit.to_string(),
+        ));
     }
     if !TYPES.contains(&up.content_type.as_str()) {
         return Err(bad(
@@ -189,7 +201,10 @@ fn faulted(
             };
             let seen = seen + item.len() as u64;
             if reset && seen >= half {
-                let e = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault: reset mid-body");
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "fault: reset mid-body",
+                );
                 return Some((Err(e), (frames, seen)));
             }
             return Some((Ok(item), (frames, seen)));
@@ -216,18 +231,22 @@ pub(crate) fn fingerprint(up: &Upload) -> Bytes {
     Bytes::from(format!("{}\n{}", up.route, parts.join("\n")))
 }
 
-fn upload_of<'a>(req: &'a Req) -> Result<&'a Upload, Response<Body>> {
+fn upload_of(req: &Req) -> Result<&Upload, Box<Response<Body>>> {
     match &req.upload {
         Some(Ok(u)) => Ok(u),
         Some(Err((413, code, limit))) => {
             let max: u64 = limit.parse().unwrap_or(DEFAULT_LIMIT);
-            Err(json_resp(
+            Err(Box::new(json_resp(
                 413,
                 &json!({ "error": { "code": code, "message": format!("Image over {max} bytes"), "max_bytes": max } }),
-            ))
+            )))
         }
-        Some(Err((status, code, message))) => Err(error_resp(*status, code, message)),
-        None => Err(error_resp(400, "bad_request", "multipart body expected")),
+        Some(Err((status, code, message))) => Err(Box::new(error_resp(*status, code, message))),
+        None => Err(Box::new(error_resp(
+            400,
+            "bad_request",
+            "multipart body expected",
+        ))),
     }
 }
 
@@ -235,7 +254,7 @@ fn upload_of<'a>(req: &'a Req) -> Result<&'a Upload, Response<Body>> {
 pub(crate) fn detect(s: &mut Inner, req: &Req, user: &str) -> Response<Body> {
     let up = match upload_of(req) {
         Ok(u) => u.clone(),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(o) = up.fields.get("options") {
         if serde_json::from_str::<serde_json::Value>(o).map_or(true, |v| !v.is_object()) {
@@ -257,9 +276,14 @@ pub(crate) fn detect(s: &mut Inner, req: &Req, user: &str) -> Response<Body> {
 pub(crate) fn vision(s: &mut Inner, req: &Req, user: &str) -> Response<Body> {
     let up = match upload_of(req) {
         Ok(u) => u.clone(),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
-    let Some(prompt) = up.fields.get("prompt").cloned().filter(|p| !p.trim().is_empty()) else {
+    let Some(prompt) = up
+        .fields
+        .get("prompt")
+        .cloned()
+        .filter(|p| !p.trim().is_empty())
+    else {
         return error_resp(400, "bad_request", "Missing `prompt` text part");
     };
     let (w, h) = dims(&up);
