@@ -21,6 +21,9 @@ use crate::runtime::runtime;
 use crate::store::{kv::CLOCK_OFFSET, Store};
 use crate::subscription::Subscription;
 use crate::transport::{Body, Request, Transport};
+use crate::upload::{
+    DetectOptions, Detection, ImageSource, UploadProgress, Uploads, VisionOptions, VisionReply,
+};
 
 pub(crate) struct Core {
     pub dispatch: logging::LogDispatch,
@@ -29,6 +32,7 @@ pub(crate) struct Core {
     api: Api,
     paywall: Arc<Paywall>,
     first_byte: Duration,
+    uploads: Uploads,
 }
 
 impl Core {
@@ -68,6 +72,7 @@ impl Core {
             api,
             paywall,
             first_byte: Duration::from_millis(config.timeouts.first_byte_ms.into()),
+            uploads: Uploads::new(Path::new(&config.data_dir))?,
         })
     }
 }
@@ -169,5 +174,31 @@ impl Core {
 
     pub fn add_quota_listener(&self, listener: Arc<dyn QuotaListener>) -> Arc<Subscription> {
         self.paywall.subscribe((*self.dispatch).clone(), listener)
+    }
+}
+
+/// Uploads.
+impl Core {
+    pub async fn detect(
+        &self,
+        image: ImageSource,
+        options: DetectOptions,
+        progress: Option<Arc<dyn UploadProgress>>,
+    ) -> Result<Detection> {
+        self.uploads
+            .detect(&self.api, image, options, progress)
+            .await
+    }
+
+    pub async fn vision(
+        &self,
+        image: ImageSource,
+        prompt: String,
+        options: VisionOptions,
+        progress: Option<Arc<dyn UploadProgress>>,
+    ) -> Result<VisionReply> {
+        self.uploads
+            .vision(&self.api, image, prompt, options, progress)
+            .await
     }
 }

@@ -78,6 +78,13 @@ pub enum Error {
     Decode(String),
     #[error("storage error: {0}")]
     Storage(String),
+    /// Refused on the device, before any byte was sent (an image that is not one of the
+    /// contract's types, or is corrupt).
+    #[error("unsupported media: {0}")]
+    UnsupportedMedia(String),
+    /// Refused on the device, before any byte was sent: over the limit even prepared.
+    #[error("payload over {max_bytes} bytes")]
+    PayloadTooLarge { max_bytes: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -283,6 +290,14 @@ impl From<Error> for TetherError {
             Error::Decode(detail) => TetherError::Decode { detail },
             Error::Storage(detail) => TetherError::Storage { detail },
             Error::Http(f) => from_http(*f),
+            Error::UnsupportedMedia(detail) => TetherError::UnsupportedMedia {
+                detail,
+                request_id: None,
+            },
+            Error::PayloadTooLarge { max_bytes } => TetherError::PayloadTooLarge {
+                max_bytes: Some(saturate(max_bytes)),
+                request_id: None,
+            },
         }
     }
 }

@@ -18,6 +18,7 @@ mod runtime;
 mod store;
 mod subscription;
 mod transport;
+mod upload;
 
 pub use auth::{
     file_token_store, in_memory_token_store, AuthListener, AuthState, FileTokenStore,
@@ -31,6 +32,10 @@ pub use paywall::{QuotaListener, QuotaSource, QuotaState};
 pub use quota::Quota;
 pub use runtime::CancelHandle;
 pub use subscription::Subscription;
+pub use upload::{
+    BoundingBox, DetectOptions, DetectedObject, Detection, ImageInfo, ImageSource, PrepareOptions,
+    UploadProgress, VisionOptions, VisionReply,
+};
 
 /// The library's version (`tether/<version>` in the User-Agent).
 #[uniffi::export]

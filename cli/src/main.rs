@@ -5,11 +5,13 @@
 //!
 //! - `login`, `logout`, `whoami`, `quota`, `request METHOD PATH [JSON]`: one call each
 //!   through `TetherClient`, the session kept in a file token store under `--data-dir`.
+//! - `detect FILE`, `vision FILE QUESTION`: image uploads with a progress bar (`upload.rs`).
 //! - `demo [--verbose]`: the walkthrough in `demo.rs`.
 //! - `serve [--port N]`: the contract server alone (for the binding tests), printing
 //!   `listening http://127.0.0.1:<port>` and serving until killed or stdin closes.
 
 mod demo;
+mod upload;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -118,6 +120,19 @@ enum Command {
         /// Send it without the session's access token.
         #[arg(long)]
         no_auth: bool,
+    },
+    /// POST /api/v1/detect: find objects in an image (JPEG, PNG, WebP or HEIC), prepared
+    /// on the device first (upright, at most 1024 px, metadata removed).
+    Detect {
+        /// The image file.
+        file: PathBuf,
+    },
+    /// POST /api/v1/vision: ask a question about an image.
+    Vision {
+        /// The image file.
+        file: PathBuf,
+        /// The question, e.g. "What is in this picture?".
+        question: String,
     },
     /// Walk through what the core does against its own embedded contract server (it
     /// ignores --base-url and --data-dir). --verbose shows the library's log lines.
@@ -422,7 +437,7 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
             Failure::new(
                 "usage",
                 2,
-                "a command is required (login, logout, whoami, quota, request, demo, serve); see `tether --help`",
+                "a command is required (login, logout, whoami, quota, request, detect, vision, demo, serve); see `tether --help`",
             ),
             json,
         ),
@@ -679,10 +694,28 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
                 }),
             })
         }
+        Command::Detect { file } => {
+            sign_in_if_embedded(&s).await?;
+            let (text, json) = upload::detect(c, &file, cli.verbose).await?;
+            Ok(Output { text, json })
+        }
+        Command::Vision { file, question } => {
+            sign_in_if_embedded(&s).await?;
+            let (text, json) = upload::vision(c, &file, question, cli.verbose).await?;
+            Ok(Output { text, json })
+        }
         Command::Demo | Command::Serve { .. } => Err(Failure::new(
             "usage",
             2,
             "demo and serve are not client commands",
         )),
     }
+}
+
+/// The embedded server forgets everyone when the command ends: sign in for this command.
+async fn sign_in_if_embedded(s: &Session) -> Result<(), Failure> {
+    if s._server.is_some() && !matches!(s.client.auth_state(), AuthState::SignedIn { .. }) {
+        s.client.sign_in_anonymously(None, None).await?;
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@
 mod quota;
 mod requests;
 mod session;
+mod upload;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -6,9 +6,12 @@
 //! refuse chunked uploads). A file is read in 64 KiB chunks while the request is sent;
 //! its length is taken when the body is built and checked again when it is re-opened, so
 //! a file that changed between attempts is an error, not a silently different upload.
-
-// The multipart half is a seam the upload feature builds on; its tests are below.
-#![allow(dead_code)]
+//!
+//! A form may carry a [`ProgressHook`]: the opened stream tells it how far the attempt
+//! got (0 when an attempt opens the body, then after each chunk). The hook must be cheap
+//! and must not call foreign code: it runs inside the HTTP connection's task, which may
+//! still be polling after the caller gave up; the feature that set it decides what to
+//! report and when.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -104,11 +107,16 @@ pub struct Part {
     pub source: Source,
 }
 
+/// Told `(sent, total)` bytes of one attempt: `sent == 0` when an attempt opens the body,
+/// then after every chunk handed to the connection.
+pub type ProgressHook = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
 /// A multipart form whose layout (and so length) is fixed when it is built.
 pub struct Multipart {
     boundary: String,
     segments: Vec<Segment>,
     len: u64,
+    progress: Option<ProgressHook>,
 }
 
 enum Segment {
@@ -182,7 +190,14 @@ impl Multipart {
             boundary,
             segments,
             len,
+            progress: None,
         })
+    }
+
+    /// Sets the hook every opened stream of this form reports its progress to.
+    pub fn with_progress(mut self, hook: ProgressHook) -> Multipart {
+        self.progress = Some(hook);
+        self
     }
 
     async fn open(&self) -> Result<OpenForm> {
@@ -214,9 +229,14 @@ impl Multipart {
             });
         }
         open.reverse();
+        if let Some(hook) = &self.progress {
+            hook(0, self.len);
+        }
         Ok(OpenForm {
             segments: open,
             left: self.len,
+            total: self.len,
+            progress: self.progress.clone(),
         })
     }
 }
@@ -234,6 +254,18 @@ enum Open {
 struct OpenForm {
     segments: Vec<Open>,
     left: u64,
+    total: u64,
+    progress: Option<ProgressHook>,
+}
+
+impl OpenForm {
+    /// Counts a chunk handed on and tells the hook.
+    fn sent(&mut self, n: usize) {
+        self.left = self.left.saturating_sub(n as u64);
+        if let Some(hook) = &self.progress {
+            hook(self.total - self.left, self.total);
+        }
+    }
 }
 
 impl http_body::Body for OpenForm {
@@ -256,7 +288,7 @@ impl http_body::Body for OpenForm {
                     if b.is_empty() {
                         continue;
                     }
-                    this.left = this.left.saturating_sub(b.len() as u64);
+                    this.sent(b.len());
                     return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
                 Open::File { left: 0, .. } => {
@@ -278,9 +310,10 @@ impl http_body::Body for OpenForm {
                                 ))));
                             }
                             *left -= n as u64;
-                            this.left = this.left.saturating_sub(n as u64);
                             buf.truncate(n);
-                            return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
+                            let chunk = buf.split().freeze();
+                            this.sent(n);
+                            return Poll::Ready(Some(Ok(Frame::data(chunk))));
                         }
                     }
                 }
@@ -350,6 +383,35 @@ mod tests {
         assert!(
             matches!(form.open().await, Err(Error::InvalidInput(m)) if m.contains("photo.jpg"))
         );
+    }
+
+    #[tokio::test]
+    async fn the_progress_hook_sees_each_attempt_from_zero_to_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.bin");
+        std::fs::write(&path, vec![7u8; 300_000]).unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let form = Multipart::new(vec![Part {
+            name: "image".into(),
+            filename: Some("big.bin".into()),
+            content_type: None,
+            source: Source::File(path),
+        }])
+        .unwrap()
+        .with_progress(Arc::new(move |sent, total| {
+            s.lock().unwrap().push((sent, total))
+        }));
+        for attempt in 0..2 {
+            seen.lock().unwrap().clear();
+            form.open().await.unwrap().collect().await.unwrap();
+            let calls = seen.lock().unwrap().clone();
+            assert_eq!(calls.first(), Some(&(0, form.len)), "attempt {attempt}");
+            assert_eq!(calls.last(), Some(&(form.len, form.len)));
+            assert!(calls.windows(2).all(|w| w[0].0 <= w[1].0));
+            // Bounded chunks: a 300 kB file takes several.
+            assert!(calls.len() >= 6, "{calls:?}");
+        }
     }
 
     #[test]

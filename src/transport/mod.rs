@@ -18,11 +18,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
-#[allow(
-    unused_imports,
-    reason = "the multipart seam: upload builds forms with it (tested in body.rs)"
-)]
-pub use body::{Body, Multipart, Part, Source};
+pub use body::{Body, Multipart, Part, ProgressHook, Source};
 pub use clock::ServerClock;
 
 use crate::config::ClientConfig;

@@ -7,8 +7,10 @@
 //! | `expire-tokens` | | access tokens issued so far answer `401 invalid_token` |
 //! | `quota-limit` | `{"limit": N}` | quota per user from now on |
 //! | `plan` | `{"plan": "pro", "limit": N}` | every user's plan and limit from now on (a purchase) |
-//! | `fault` | `{"path", "status", "retry_after"}` or `{"path", "kind": "drop" \| "drop-after-handling" \| "delay", "ms"}` | queues a [`Fault`] |
+//! | `fault` | `{"path", "status", "retry_after"}` or `{"path", "kind": "drop" \| "drop-after-handling" \| "delay" \| "reset-mid-body" \| "slow-upload", "ms"}` | queues a [`Fault`] |
 //! | `count` | `{"path"}` | `{"count": N}` requests seen on `path` |
+//! | `upload-limit` | `{"bytes": N}` | the largest image `detect`/`vision` accept |
+//! | `uploads` | | `{"uploads": [{"route", "sha256", "len", "content_type", "fields"}]}` charged uploads |
 //! | `replay-window` | `{"ms": N}` | how long a retried refresh is replayed |
 //! | `family-revocations` | | `{"count": N}` families revoked by reuse or sign-out |
 //! | `refresh-token-state` | `{"refresh_token"}` | `{"state": "fresh" \| "used" \| "revoked" \| null}` |
@@ -34,6 +36,22 @@ pub(crate) fn handle(state: &Mutex<Inner>, cmd: &str, body: &[u8]) -> Response<B
         "plan" => {
             s.quota.plan = v["plan"].as_str().unwrap_or("free").to_string();
             s.quota.limit = v["limit"].as_u64().unwrap_or(s.quota.limit);
+        }
+        "upload-limit" => {
+            s.upload_limit = v["bytes"]
+                .as_u64()
+                .unwrap_or(crate::routes::upload::DEFAULT_LIMIT)
+        }
+        "uploads" => {
+            let list: Vec<Value> = s
+                .uploads
+                .iter()
+                .map(|u| {
+                    json!({ "route": u.route, "sha256": u.sha256, "len": u.len,
+                                 "content_type": u.content_type, "fields": u.fields })
+                })
+                .collect();
+            return json_resp(200, &json!({ "uploads": list }));
         }
         "fault" => {
             let path = v["path"].as_str().unwrap_or("*").to_string();
@@ -77,6 +95,10 @@ fn fault_of(v: &Value) -> Fault {
         Some("drop") => Fault::Drop,
         Some("drop-after-handling") => Fault::DropAfterHandling,
         Some("delay") => Fault::Delay(Duration::from_millis(v["ms"].as_u64().unwrap_or(1000))),
+        Some("reset-mid-body") => Fault::ResetMidBody,
+        Some("slow-upload") => {
+            Fault::SlowUpload(Duration::from_millis(v["ms"].as_u64().unwrap_or(50)))
+        }
         _ => Fault::Status {
             status,
             code,

@@ -47,6 +47,10 @@ pub enum Fault {
     NoDate,
     /// Promise a body (Content-Length) and break off half-way.
     TruncatedBody,
+    /// Uploads: close the connection once half the request body has arrived.
+    ResetMidBody,
+    /// Uploads: wait this long before reading each chunk of the request body.
+    SlowUpload(Duration),
 }
 
 /// What becomes of a request once its fault (if any) was applied.
@@ -71,7 +75,7 @@ pub(crate) async fn apply(
         date: true,
     };
     match fault {
-        None => respond(answer()),
+        None | Some(Fault::ResetMidBody | Fault::SlowUpload(_)) => respond(answer()),
         Some(Fault::Drop) => Outcome::Close("fault: connection dropped"),
         Some(Fault::DropAfterHandling) => {
             let _ = answer();

@@ -20,13 +20,15 @@
 //! - `http.rs`: response helpers (JSON and error bodies, `Date`).
 //! - `routes/mod.rs`: routing, auth in front, quota headers, the idempotency store,
 //!   `/api/v1/echo`; `routes/auth.rs` (anonymous, refresh, signout), `routes/quota.rs`,
-//!   `routes/jobs.rs`. Multipart uploads (`detect`, `vision`) go in `routes/upload.rs`
-//!   and the SSE chat in `routes/chat.rs`, registered in `routes/mod.rs`.
+//!   `routes/jobs.rs`, `routes/upload.rs` (multipart `detect`, `vision`); the SSE chat
+//!   goes in `routes/chat.rs`, registered in `routes/mod.rs`.
+//! - `sample.rs`: sample photos made on the spot (EXIF GPS, orientation, ICC).
 
 mod admin;
 mod faults;
 mod http;
 mod routes;
+pub mod sample;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -41,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 pub use faults::Fault;
+pub use routes::upload::Upload;
 
 use faults::Outcome;
 use http::{error_resp, set_date, Body};
@@ -69,6 +72,10 @@ pub(crate) struct Inner {
     pub(crate) faults: VecDeque<(String, Fault)>,
     holds: VecDeque<(String, Arc<HoldShared>)>,
     pub(crate) log: Vec<Recorded>,
+    /// Every upload handled (charged), in order.
+    pub(crate) uploads: Vec<routes::upload::Upload>,
+    /// The largest image an upload may carry.
+    pub(crate) upload_limit: u64,
 }
 
 impl Inner {
@@ -124,6 +131,8 @@ impl TestServer {
             faults: VecDeque::new(),
             holds: VecDeque::new(),
             log: Vec::new(),
+            uploads: Vec::new(),
+            upload_limit: routes::upload::DEFAULT_LIMIT,
         }));
         let (stop, mut stopped) = oneshot::channel();
         let st = state.clone();
@@ -263,6 +272,16 @@ impl TestServer {
         self.with(|s| s.sessions.expired_uses)
     }
 
+    /// The largest image `detect`/`vision` accept (10 MiB unless set).
+    pub fn set_upload_limit(&self, bytes: u64) {
+        self.with(|s| s.upload_limit = bytes);
+    }
+
+    /// Every upload the server handled (and charged), in order.
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.with(|s| s.uploads.clone())
+    }
+
     /// How many metered requests were charged to quota.
     pub fn charges(&self) -> usize {
         self.with(|s| s.quota.charges)
@@ -356,14 +375,53 @@ async fn handle(
     let key = header("idempotency-key");
     let user_agent = header("user-agent");
     let client_id = header("x-client-id");
-    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
-        req.into_body(),
-        1 << 20,
-    ))
-    .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(error_resp(413, "payload_too_large", "body over 1 MiB")),
+    let content_type = header("content-type");
+    let content_length = header("content-length").and_then(|v| v.parse::<u64>().ok());
+    let mut upload = None;
+    let body = if method == hyper::Method::POST && routes::upload::is_upload(&path) {
+        // Faults that act while the body arrives are taken now; others wait their turn.
+        let (read_fault, limit) = {
+            let mut s = lock(&state);
+            let pos = s
+                .faults
+                .iter()
+                .position(|(p, f)| (p == &path || p == "*") && routes::upload::is_read_fault(f));
+            let f = pos.and_then(|i| s.faults.remove(i)).map(|(_, f)| f);
+            (f, s.upload_limit)
+        };
+        let read = routes::upload::read(
+            path.trim_start_matches("/api/v1/"),
+            req.into_body(),
+            content_type.as_deref(),
+            content_length,
+            limit,
+            read_fault,
+        )
+        .await;
+        match read {
+            Ok(u) => {
+                let fp = routes::upload::fingerprint(&u);
+                upload = Some(Ok(u));
+                fp
+            }
+            Err(routes::upload::ReadFail::Close) => {
+                return Err(std::io::Error::other("fault: reset mid-body"))
+            }
+            Err(routes::upload::ReadFail::Answer(status, code, message)) => {
+                upload = Some(Err((status, code, message)));
+                bytes::Bytes::new()
+            }
+        }
+    } else {
+        match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            req.into_body(),
+            1 << 20,
+        ))
+        .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Ok(error_resp(413, "payload_too_large", "body over 1 MiB")),
+        }
     };
 
     if let Some(cmd) = path.strip_prefix("/__admin/") {
@@ -396,6 +454,7 @@ async fn handle(
             idempotency_key: key,
             body,
             now: s.now_s(),
+            upload,
         };
         routes::dispatch(&mut s, &req)
     };

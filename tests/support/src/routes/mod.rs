@@ -5,12 +5,13 @@
 //! every metered POST goes through, and the diagnostic `/api/v1/echo`.
 //!
 //! Each area's handlers and state live in its own file: `auth.rs` (sessions),
-//! `quota.rs`, `jobs.rs`; multipart uploads (`detect`, `vision`) go in `upload.rs` and
-//! the SSE chat in `chat.rs`, each added to [`find`]'s table.
+//! `quota.rs`, `jobs.rs`, multipart uploads (`detect`, `vision`) in `upload.rs`; the SSE
+//! chat goes in `chat.rs`, added to [`find`]'s table.
 
 pub(crate) mod auth;
 pub(crate) mod jobs;
 pub(crate) mod quota;
+pub(crate) mod upload;
 
 use std::collections::HashMap;
 
@@ -32,6 +33,8 @@ pub(crate) struct Req {
     /// The server's clock (seconds) when handling began: tokens, quota windows and the
     /// `Date` header all read this one value, so they agree to the second.
     pub(crate) now: i64,
+    /// An upload route's parsed body, or why it was refused (status, code, message).
+    pub(crate) upload: Option<Result<upload::Upload, (u16, &'static str, String)>>,
 }
 
 impl Req {
@@ -92,6 +95,8 @@ fn find(method: &Method, path: &str) -> Result<Handler, Box<Response<Body>>> {
         "/api/v1/auth/signout" => (&[Method::POST], P(auth::signout)),
         "/api/v1/quota" => (&[Method::GET], A(quota::get)),
         "/api/v1/jobs" => (&[Method::POST], A(jobs::create)),
+        "/api/v1/detect" => (&[Method::POST], A(upload::detect)),
+        "/api/v1/vision" => (&[Method::POST], A(upload::vision)),
         "/api/v1/echo" => (ECHO, A(echo)),
         p if jobs::id_of(p).is_some() => (&[Method::GET], A(jobs::get)),
         _ => return Err(Box::new(error_resp(404, "not_found", "unknown path"))),
