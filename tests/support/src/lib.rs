@@ -20,7 +20,7 @@
 //! - `http.rs`: response helpers (JSON and error bodies, `Date`).
 //! - `routes/mod.rs`: routing, auth in front, quota headers, the idempotency store,
 //!   `/api/v1/echo`; `routes/auth.rs` (anonymous, refresh, signout), `routes/quota.rs`,
-//!   `routes/jobs.rs`. Multipart uploads (`detect`, `vision`) go in `routes/upload.rs`
+//!   `routes/jobs.rs`, `routes/images.rs`. Multipart uploads (`detect`, `vision`) go in `routes/upload.rs`
 //!   and the SSE chat in `routes/chat.rs`, registered in `routes/mod.rs`.
 
 mod admin;
@@ -41,6 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 pub use faults::Fault;
+pub use routes::images::{png, ImageFault};
 
 use faults::Outcome;
 use http::{error_resp, set_date, Body};
@@ -66,6 +67,7 @@ pub(crate) struct Inner {
     pub(crate) quota: routes::quota::Quota,
     pub(crate) idempotency: routes::Idempotency,
     pub(crate) jobs: routes::jobs::Jobs,
+    pub(crate) images: routes::images::Images,
     pub(crate) faults: VecDeque<(String, Fault)>,
     holds: VecDeque<(String, Arc<HoldShared>)>,
     pub(crate) log: Vec<Recorded>,
@@ -121,6 +123,7 @@ impl TestServer {
             quota: routes::quota::Quota::new(real_now_s()),
             idempotency: routes::Idempotency::default(),
             jobs: routes::jobs::Jobs::default(),
+            images: routes::images::Images::default(),
             faults: VecDeque::new(),
             holds: VecDeque::new(),
             log: Vec::new(),
@@ -253,6 +256,16 @@ impl TestServer {
     /// Sign-out is not counted: the contract lets it carry an expired one.
     pub fn expired_token_uses(&self) -> usize {
         self.with(|s| s.sessions.expired_uses)
+    }
+
+    /// Queues a defect for the next `POST /api/v1/images` answer.
+    pub fn image_fault(&self, fault: ImageFault) {
+        self.with(|s| s.images.faults.push_back(fault));
+    }
+
+    /// How many jobs the server created (ran); a replayed submission creates none.
+    pub fn job_runs(&self) -> usize {
+        self.with(|s| s.jobs.runs)
     }
 
     /// How many metered requests were charged to quota.

@@ -5,10 +5,11 @@
 //! every metered POST goes through, and the diagnostic `/api/v1/echo`.
 //!
 //! Each area's handlers and state live in its own file: `auth.rs` (sessions),
-//! `quota.rs`, `jobs.rs`; multipart uploads (`detect`, `vision`) go in `upload.rs` and
+//! `quota.rs`, `jobs.rs`, `images.rs`; multipart uploads (`detect`, `vision`) go in `upload.rs` and
 //! the SSE chat in `chat.rs`, each added to [`find`]'s table.
 
 pub(crate) mod auth;
+pub(crate) mod images;
 pub(crate) mod jobs;
 pub(crate) mod quota;
 
@@ -92,6 +93,7 @@ fn find(method: &Method, path: &str) -> Result<Handler, Box<Response<Body>>> {
         "/api/v1/auth/signout" => (&[Method::POST], P(auth::signout)),
         "/api/v1/quota" => (&[Method::GET], A(quota::get)),
         "/api/v1/jobs" => (&[Method::POST], A(jobs::create)),
+        "/api/v1/images" => (&[Method::POST], A(images::create)),
         "/api/v1/echo" => (ECHO, A(echo)),
         p if jobs::id_of(p).is_some() => (&[Method::GET], A(jobs::get)),
         _ => return Err(Box::new(error_resp(404, "not_found", "unknown path"))),
