@@ -10,6 +10,8 @@ mod client;
 mod config;
 mod core;
 mod error;
+mod images;
+mod jobs;
 mod logging;
 mod quota;
 mod retry;
@@ -25,6 +27,8 @@ pub use auth::{
 pub use client::{ApiRequest, ApiResponse, HttpMethod, TetherClient};
 pub use config::{ClientConfig, RetryPolicy, Timeouts};
 pub use error::TetherError;
+pub use images::{GeneratedImage, ImageOptions};
+pub use jobs::{Job, JobFailure, JobListener, JobStatus};
 pub use logging::{LogLevel, Logger};
 pub use quota::Quota;
 pub use runtime::CancelHandle;
