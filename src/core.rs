@@ -16,7 +16,7 @@ use crate::client::{ApiRequest, ApiResponse, HttpMethod};
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::images::{self, GeneratedImage, ImageOptions};
-use crate::jobs::{Job, JobListener, Jobs};
+use crate::jobs::{JobInfo, JobListener, Jobs};
 use crate::logging::{self, Logger};
 use crate::quota::{LatestQuota, Quota};
 use crate::runtime::runtime;
@@ -180,11 +180,11 @@ impl Core {
         images::generate(&self.api, &self.images_dir, prompt, options).await
     }
 
-    pub async fn submit_job(&self, kind: String, input_json: String) -> Result<Job> {
+    pub async fn submit_job(&self, kind: String, input_json: String) -> Result<JobInfo> {
         self.jobs.submit(&self.api, kind, input_json).await
     }
 
-    pub async fn job(&self, id: String) -> Result<Job> {
+    pub async fn job(&self, id: String) -> Result<JobInfo> {
         self.jobs.get(&self.api, &id).await
     }
 
@@ -192,11 +192,11 @@ impl Core {
         &self,
         id: String,
         listener: Option<Arc<dyn JobListener>>,
-    ) -> Result<Job> {
+    ) -> Result<JobInfo> {
         self.jobs.wait(&self.api, &id, listener).await
     }
 
-    pub async fn pending_jobs(&self) -> Result<Vec<Job>> {
+    pub async fn pending_jobs(&self) -> Result<Vec<JobInfo>> {
         self.jobs.pending(&self.api).await
     }
 

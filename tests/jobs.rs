@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use tether::{
-    file_token_store, CancelHandle, Job, JobListener, JobStatus, TetherClient, TetherError,
+    file_token_store, CancelHandle, JobInfo, JobListener, JobStatus, TetherClient, TetherError,
 };
 
 const JOBS: &str = "/api/v1/jobs";
@@ -19,12 +19,12 @@ const JOBS: &str = "/api/v1/jobs";
 /// Records every job the listener is told of, and signals each call.
 #[derive(Default)]
 struct Seen {
-    jobs: Mutex<Vec<Job>>,
+    jobs: Mutex<Vec<JobInfo>>,
     calls: Mutex<Option<tokio::sync::mpsc::UnboundedSender<JobStatus>>>,
 }
 
 impl JobListener for Seen {
-    fn on_status_changed(&self, job: Job) {
+    fn on_status_changed(&self, job: JobInfo) {
         if let Some(tx) = &*self.calls.lock().unwrap() {
             let _ = tx.send(job.status);
         }
@@ -71,7 +71,7 @@ async fn a_job_runs_queued_then_running_then_succeeded_in_as_many_polls_as_it_ta
     assert_eq!(seen.statuses(), [JobStatus::Running, JobStatus::Succeeded]);
     // Three polls for a job that finishes at the third: none after it finished.
     assert_eq!(polls(&env, &done.id), 3);
-    assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<Job>::new());
+    assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<JobInfo>::new());
     // Finished jobs are kept until deleted.
     assert!(c.delete_job(done.id.clone()).await.unwrap());
     assert!(!c.delete_job(done.id).await.unwrap());
@@ -174,7 +174,7 @@ async fn a_restart_between_submit_and_finish_picks_the_job_up_again() {
     assert_eq!(pending, [job.clone()]);
     let done = c.wait_for_job(job.id.clone(), None, None).await.unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
-    assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<Job>::new());
+    assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<JobInfo>::new());
     assert_eq!(env.server.job_runs(), 1);
 }
 
@@ -231,7 +231,7 @@ async fn unknown_kinds_unknown_ids_and_plans_are_typed_errors() {
         other => panic!("{other:?}"),
     }
     // A refused submission is not kept for a re-send.
-    assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<Job>::new());
+    assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<JobInfo>::new());
     assert_eq!(env.server.count(JOBS), 1);
 
     for id in ["j_404", "j_404"] {
@@ -270,7 +270,7 @@ async fn unknown_kinds_unknown_ids_and_plans_are_typed_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, TetherError::PlanRequired { .. }), "{err:?}");
-    assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<Job>::new());
+    assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<JobInfo>::new());
     assert_eq!(env.server.job_runs(), 0);
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::{json, Value};
-use tether::{ImageOptions, Job, JobListener, JobStatus, TetherClient};
+use tether::{ImageOptions, JobInfo, JobListener, JobStatus, TetherClient};
 
 use crate::{Failure, Output};
 
@@ -51,7 +51,7 @@ fn status_name(s: JobStatus) -> &'static str {
     }
 }
 
-pub fn job_json(j: &Job) -> Value {
+pub fn job_json(j: &JobInfo) -> Value {
     let parse = |s: &Option<String>| {
         s.as_deref()
             .map(|t| serde_json::from_str(t).unwrap_or(Value::Null))
@@ -67,7 +67,7 @@ pub fn job_json(j: &Job) -> Value {
     })
 }
 
-fn job_text(j: &Job) -> String {
+fn job_text(j: &JobInfo) -> String {
     let mut t = format!("job {} ({}): {}", j.id, j.kind, status_name(j.status));
     if let Some(r) = &j.result_json {
         t.push_str(&format!("\nresult: {r}"));
@@ -78,7 +78,7 @@ fn job_text(j: &Job) -> String {
     t
 }
 
-fn job_output(j: &Job) -> Output {
+fn job_output(j: &JobInfo) -> Output {
     Output {
         text: job_text(j),
         json: job_json(j),
@@ -91,7 +91,7 @@ struct Spinner {
 }
 
 impl JobListener for Spinner {
-    fn on_status_changed(&self, job: Job) {
+    fn on_status_changed(&self, job: JobInfo) {
         if let Ok(mut s) = self.status.lock() {
             *s = status_name(job.status).to_string();
         }
@@ -99,7 +99,7 @@ impl JobListener for Spinner {
 }
 
 /// Waits for job `id`, drawing a spinner on stderr when it is a terminal.
-async fn wait(c: &TetherClient, id: String, quiet: bool) -> Result<Job, Failure> {
+async fn wait(c: &TetherClient, id: String, quiet: bool) -> Result<JobInfo, Failure> {
     let spinner = Arc::new(Spinner {
         status: Mutex::new("waiting".into()),
     });

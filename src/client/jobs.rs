@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::TetherClient;
 use crate::error::TetherError;
 use crate::images::{GeneratedImage, ImageOptions};
-use crate::jobs::{Job, JobListener};
+use crate::jobs::{JobInfo, JobListener};
 use crate::runtime::CancelHandle;
 
 #[uniffi::export]
@@ -39,7 +39,7 @@ impl TetherClient {
         kind: String,
         input_json: String,
         cancel: Option<Arc<CancelHandle>>,
-    ) -> Result<Job, TetherError> {
+    ) -> Result<JobInfo, TetherError> {
         self.call(cancel, |c| async move { c.submit_job(kind, input_json).await })
             .await
     }
@@ -51,7 +51,7 @@ impl TetherClient {
         &self,
         id: String,
         cancel: Option<Arc<CancelHandle>>,
-    ) -> Result<Job, TetherError> {
+    ) -> Result<JobInfo, TetherError> {
         self.call(cancel, |c| async move { c.job(id).await }).await
     }
 
@@ -66,7 +66,7 @@ impl TetherClient {
         id: String,
         listener: Option<Arc<dyn JobListener>>,
         cancel: Option<Arc<CancelHandle>>,
-    ) -> Result<Job, TetherError> {
+    ) -> Result<JobInfo, TetherError> {
         self.call(cancel, |c| async move { c.wait_for_job(id, listener).await })
             .await
     }
@@ -79,7 +79,7 @@ impl TetherClient {
     pub async fn pending_jobs(
         &self,
         cancel: Option<Arc<CancelHandle>>,
-    ) -> Result<Vec<Job>, TetherError> {
+    ) -> Result<Vec<JobInfo>, TetherError> {
         self.call(cancel, |c| async move { c.pending_jobs().await })
             .await
     }

@@ -79,9 +79,10 @@ pub struct JobFailure {
     pub json: String,
 }
 
-/// A long-running job on the backend.
+/// A long-running job on the backend. (Not `Job`: the generated Kotlin imports
+/// `kotlinx.coroutines.Job`, and Swift concurrency has a `Job` of its own.)
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
-pub struct Job {
+pub struct JobInfo {
     /// The backend's job id (`j_...`); empty while the status is `Submitting`.
     pub id: String,
     /// The kind of work, e.g. `transcribe`.
@@ -105,7 +106,7 @@ pub struct Job {
 #[uniffi::export(with_foreign)]
 pub trait JobListener: Send + Sync {
     /// The job as just polled.
-    fn on_status_changed(&self, job: Job);
+    fn on_status_changed(&self, job: JobInfo);
 }
 
 /// The poll schedule: the first poll at once, then waits growing by half from 250 ms up
@@ -178,12 +179,12 @@ fn failure_of(v: &Value) -> JobFailure {
     }
 }
 
-fn job_of(row: &JobRow) -> Job {
+fn job_of(row: &JobRow) -> JobInfo {
     let error = row
         .error
         .as_deref()
         .map(|e| failure_of(&serde_json::from_str(e).unwrap_or(Value::Null)));
-    Job {
+    JobInfo {
         id: row.id.clone().unwrap_or_default(),
         kind: row.kind.clone(),
         status: JobStatus::parse(&row.status),
@@ -223,7 +224,7 @@ impl Jobs {
     }
 
     /// Records the submission, sends it with the recorded key, records the answer.
-    pub async fn submit(&self, api: &Api, kind: String, input_json: String) -> Result<Job> {
+    pub async fn submit(&self, api: &Api, kind: String, input_json: String) -> Result<JobInfo> {
         if kind.trim().is_empty() {
             return Err(Error::InvalidInput("the job kind is empty".into()));
         }
@@ -254,7 +255,7 @@ impl Jobs {
         }
     }
 
-    async fn send_submission(&self, api: &Api, key: &str, body: String) -> Result<Job> {
+    async fn send_submission(&self, api: &Api, key: &str, body: String) -> Result<JobInfo> {
         let reply = api
             .send(Request::post_json("jobs", body).with_key(key))
             .await?;
@@ -280,7 +281,7 @@ impl Jobs {
     }
 
     /// The job as the server has it now (recorded, if this device submitted it).
-    pub async fn get(&self, api: &Api, id: &str) -> Result<Job> {
+    pub async fn get(&self, api: &Api, id: &str) -> Result<JobInfo> {
         let reply = api.send(Request::new(Method::GET, job_path(id)?)).await?;
         let p: Polled = serde_json::from_slice(&reply.body)
             .map_err(|e| Error::decode(format!("job status reply: {e}")))?;
@@ -301,7 +302,7 @@ impl Jobs {
             .await?;
         Ok(match row {
             Some(row) => job_of(&row),
-            None => Job {
+            None => JobInfo {
                 id: id.to_string(),
                 kind: p.kind.unwrap_or_default(),
                 status,
@@ -319,7 +320,7 @@ impl Jobs {
         api: &Api,
         id: &str,
         listener: Option<Arc<dyn JobListener>>,
-    ) -> Result<Job> {
+    ) -> Result<JobInfo> {
         job_path(id)?;
         let mut last: Option<JobStatus> = None;
         let mut polls: u32 = 0;
@@ -355,7 +356,7 @@ impl Jobs {
     /// sent again (same body, same key) first: it comes back `Queued` with its id, or
     /// still `Submitting` if the backend cannot be reached now, or `Failed` (listed this
     /// once) if the backend refuses it (e.g. a kind it no longer runs).
-    pub async fn pending(&self, api: &Api) -> Result<Vec<Job>> {
+    pub async fn pending(&self, api: &Api) -> Result<Vec<JobInfo>> {
         let rows = self.store.read(table::unfinished).await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for row in rows {
@@ -396,7 +397,7 @@ impl Jobs {
 
 /// Calls the listener on a blocking thread and waits for it, so calls stay in order and
 /// the last one has happened when the wait returns.
-async fn notify(listener: Arc<dyn JobListener>, job: Job) {
+async fn notify(listener: Arc<dyn JobListener>, job: JobInfo) {
     let call = tokio::task::spawn_blocking(move || {
         let l = &listener;
         if catch_unwind(AssertUnwindSafe(|| {
