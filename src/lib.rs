@@ -28,7 +28,7 @@ pub use client::{ApiRequest, ApiResponse, HttpMethod, TetherClient};
 pub use config::{ClientConfig, RetryPolicy, Timeouts};
 pub use error::TetherError;
 pub use images::{GeneratedImage, ImageOptions};
-pub use jobs::{JobInfo, JobFailure, JobListener, JobStatus};
+pub use jobs::{JobFailure, JobInfo, JobListener, JobStatus};
 pub use logging::{LogLevel, Logger};
 pub use quota::Quota;
 pub use runtime::CancelHandle;

@@ -313,7 +313,11 @@ async fn an_image_is_decoded_and_a_transcribe_job_runs_to_the_end() {
     assert_eq!(&bytes[12..16], b"IHDR");
     let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
     assert_eq!((be(16), be(20)), (img.width, img.height));
-    assert_eq!((img.width, img.height), (320, 256), "the Worker clamps 100 to 256");
+    assert_eq!(
+        (img.width, img.height),
+        (320, 256),
+        "the Worker clamps 100 to 256"
+    );
     assert_eq!(bytes.len(), img.byte_size as usize);
     assert!(!img.model.is_empty());
 
@@ -328,9 +332,13 @@ async fn an_image_is_decoded_and_a_transcribe_job_runs_to_the_end() {
     assert_eq!(job.status, tether::JobStatus::Queued);
     let done = c.wait_for_job(job.id.clone(), None, None).await.unwrap();
     assert_eq!(done.status, tether::JobStatus::Succeeded, "{done:?}");
-    let result: serde_json::Value = serde_json::from_str(done.result_json.as_deref().unwrap()).unwrap();
+    let result: serde_json::Value =
+        serde_json::from_str(done.result_json.as_deref().unwrap()).unwrap();
     assert!(result["text"].is_string(), "{result}");
-    assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<tether::JobInfo>::new());
+    assert_eq!(
+        c.pending_jobs(None).await.unwrap(),
+        Vec::<tether::JobInfo>::new()
+    );
     let err = c.job("j_nope".into(), None).await.unwrap_err();
     assert!(
         matches!(err, TetherError::InvalidInput { ref code, .. } if code == "not_found"),

@@ -93,7 +93,10 @@ async fn a_chosen_path_is_created_and_replaced_only_by_a_whole_png() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(relative, TetherError::InvalidInput { .. }), "{relative:?}");
+    assert!(
+        matches!(relative, TetherError::InvalidInput { .. }),
+        "{relative:?}"
+    );
 }
 
 #[tokio::test]
@@ -131,14 +134,19 @@ async fn a_cancelled_generation_leaves_no_file() {
     let hold = env.server.hold(IMAGES);
     let cancel = CancelHandle::new();
     let (c2, k) = (c.clone(), cancel.clone());
-    let call =
-        tokio::spawn(async move { c2.generate_image("slow".into(), size(256, 256), Some(k)).await });
+    let call = tokio::spawn(async move {
+        c2.generate_image("slow".into(), size(256, 256), Some(k))
+            .await
+    });
     hold.handled().await;
     cancel.cancel();
     let err = call.await.unwrap().unwrap_err();
     assert_eq!(err, TetherError::Cancelled);
     drop(hold);
-    assert_eq!(files_in(&env.dir.path().join("images")), Vec::<String>::new());
+    assert_eq!(
+        files_in(&env.dir.path().join("images")),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -184,5 +192,8 @@ async fn plan_forbidden_and_transient_statuses_take_the_pipeline() {
     assert_eq!(files_in(&env.dir.path().join("images")).len(), 1);
 
     let empty = c.generate_image("  ".into(), None, None).await.unwrap_err();
-    assert!(matches!(empty, TetherError::InvalidInput { .. }), "{empty:?}");
+    assert!(
+        matches!(empty, TetherError::InvalidInput { .. }),
+        "{empty:?}"
+    );
 }

@@ -63,7 +63,8 @@ async fn a_job_runs_queued_then_running_then_succeeded_in_as_many_polls_as_it_ta
         .await
         .unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
-    let result: serde_json::Value = serde_json::from_str(done.result_json.as_deref().unwrap()).unwrap();
+    let result: serde_json::Value =
+        serde_json::from_str(done.result_json.as_deref().unwrap()).unwrap();
     assert_eq!(result["text"], "transcript of https://example.com/talk.mp3");
     assert_eq!(done.error, None);
     assert_eq!(done.submitted_at, job.submitted_at);
@@ -198,7 +199,10 @@ async fn an_unanswered_submission_is_kept_and_re_sent_with_its_key() {
     assert_eq!(keys.len(), 5);
     assert!(keys.iter().all(|k| k == &keys[0]));
     assert_eq!(env.server.job_runs(), 1);
-    let done = c.wait_for_job(pending[0].id.clone(), None, None).await.unwrap();
+    let done = c
+        .wait_for_job(pending[0].id.clone(), None, None)
+        .await
+        .unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
 
     // Unreachable at the re-send too: listed as still submitting, without an id.
@@ -213,7 +217,10 @@ async fn an_unanswered_submission_is_kept_and_re_sent_with_its_key() {
     }
     let pending = c.pending_jobs(None).await.unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!((pending[0].status, pending[0].id.as_str()), (JobStatus::Submitting, ""));
+    assert_eq!(
+        (pending[0].status, pending[0].id.as_str()),
+        (JobStatus::Submitting, "")
+    );
     let pending = c.pending_jobs(None).await.unwrap();
     assert_eq!(pending[0].status, JobStatus::Queued);
 }
@@ -241,8 +248,14 @@ async fn unknown_kinds_unknown_ids_and_plans_are_typed_errors() {
             other => panic!("{other:?}"),
         }
     }
-    let err = c.wait_for_job("j_404".into(), None, None).await.unwrap_err();
-    assert!(matches!(err, TetherError::InvalidInput { ref code, .. } if code == "not_found"), "{err:?}");
+    let err = c
+        .wait_for_job("j_404".into(), None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TetherError::InvalidInput { ref code, .. } if code == "not_found"),
+        "{err:?}"
+    );
     let err = c.job("../quota".into(), None).await.unwrap_err();
     assert!(matches!(err, TetherError::InvalidInput { .. }), "{err:?}");
     let err = c
@@ -337,7 +350,14 @@ async fn a_kill_between_sending_a_job_and_its_answer_runs_it_once() {
     let keys = env.server.idempotency_keys(JOBS);
     assert_eq!(keys.len(), 2, "the killed submission, then its re-send");
     assert_eq!(keys[0], keys[1]);
-    assert_eq!(env.server.job_runs(), 1, "the re-send was replayed, not run again");
-    let done = c.wait_for_job(pending[0].id.clone(), None, None).await.unwrap();
+    assert_eq!(
+        env.server.job_runs(),
+        1,
+        "the re-send was replayed, not run again"
+    );
+    let done = c
+        .wait_for_job(pending[0].id.clone(), None, None)
+        .await
+        .unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
 }

@@ -67,7 +67,10 @@ async fn child(url: String, dir: String, naive: bool) {
                 .header("x-client-id", "bench")
                 .header("idempotency-key", uuid_like())
                 .header("content-type", "application/json")
-                .body(serde_json::json!({ "prompt": "bench", "width": side, "height": side }).to_string())
+                .body(
+                    serde_json::json!({ "prompt": "bench", "width": side, "height": side })
+                        .to_string(),
+                )
                 .send()
                 .await
                 .unwrap()

@@ -126,7 +126,11 @@ async fn wait(c: &TetherClient, id: String, quiet: bool) -> Result<JobInfo, Fail
 
 pub async fn job(c: &TetherClient, cmd: JobCommand, quiet: bool) -> Result<Output, Failure> {
     match cmd {
-        JobCommand::Submit { kind, input, wait: w } => {
+        JobCommand::Submit {
+            kind,
+            input,
+            wait: w,
+        } => {
             let job = c.submit_job(kind, input, None).await?;
             if !w {
                 return Ok(job_output(&job));

@@ -24,8 +24,10 @@ impl TetherClient {
         cancel: Option<Arc<CancelHandle>>,
     ) -> Result<GeneratedImage, TetherError> {
         let options = options.unwrap_or_default();
-        self.call(cancel, |c| async move { c.generate_image(prompt, options).await })
-            .await
+        self.call(cancel, |c| async move {
+            c.generate_image(prompt, options).await
+        })
+        .await
     }
 
     /// Submits a job of `kind` with `input_json` (a JSON object) and returns it `Queued`.
@@ -40,8 +42,11 @@ impl TetherClient {
         input_json: String,
         cancel: Option<Arc<CancelHandle>>,
     ) -> Result<JobInfo, TetherError> {
-        self.call(cancel, |c| async move { c.submit_job(kind, input_json).await })
-            .await
+        self.call(
+            cancel,
+            |c| async move { c.submit_job(kind, input_json).await },
+        )
+        .await
     }
 
     /// The job as the backend has it now. An unknown id (or another user's job):
@@ -67,8 +72,11 @@ impl TetherClient {
         listener: Option<Arc<dyn JobListener>>,
         cancel: Option<Arc<CancelHandle>>,
     ) -> Result<JobInfo, TetherError> {
-        self.call(cancel, |c| async move { c.wait_for_job(id, listener).await })
-            .await
+        self.call(
+            cancel,
+            |c| async move { c.wait_for_job(id, listener).await },
+        )
+        .await
     }
 
     /// Every job this device submitted that is not finished, oldest first; call it at

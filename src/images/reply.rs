@@ -351,7 +351,8 @@ impl PngCheck {
         }
         if bytes.len() >= IEND.len() {
             self.tail.clear();
-            self.tail.extend_from_slice(&bytes[bytes.len() - IEND.len()..]);
+            self.tail
+                .extend_from_slice(&bytes[bytes.len() - IEND.len()..]);
         } else {
             self.tail.extend_from_slice(bytes);
             let extra = self.tail.len().saturating_sub(IEND.len());
@@ -453,7 +454,8 @@ mod tests {
         let mid = corrupt.len() / 2;
         corrupt[mid] = b'!';
         assert!(err(std::str::from_utf8(&corrupt).unwrap()).contains("base64"));
-        let gif = base64::engine::general_purpose::STANDARD.encode(b"GIF89a........................");
+        let gif =
+            base64::engine::general_purpose::STANDARD.encode(b"GIF89a........................");
         assert!(err(&format!("{{\"image\":\"{gif}\"}}")).contains("not a PNG"));
         // Cut off inside the image, with or without the JSON closing after it.
         assert!(err(&good[..good.len() / 2]).contains("cut off"));

@@ -134,8 +134,10 @@ fn next_delay(polls_done: u32, retry_after: Option<Duration>) -> Duration {
 /// Whether a failure leaves the request's fate unknown (no answer, or a transient one):
 /// the work may yet run, so its record stays.
 fn unanswered(e: &Error) -> bool {
-    matches!(e, Error::Network { .. } | Error::Timeout(_) | Error::Cancelled)
-        || matches!(e, Error::Http(f) if f.is_transient())
+    matches!(
+        e,
+        Error::Network { .. } | Error::Timeout(_) | Error::Cancelled
+    ) || matches!(e, Error::Http(f) if f.is_transient())
 }
 
 /// A refusal of the request itself (bad body, unknown kind): sending it again never helps.
@@ -231,7 +233,9 @@ impl Jobs {
         let input: Value = serde_json::from_str(&input_json)
             .map_err(|e| Error::InvalidInput(format!("input_json is not JSON: {e}")))?;
         if !input.is_object() {
-            return Err(Error::InvalidInput("input_json must be a JSON object".into()));
+            return Err(Error::InvalidInput(
+                "input_json must be a JSON object".into(),
+            ));
         }
         let body = serde_json::json!({ "kind": kind, "input": input }).to_string();
         let key = uuid::Uuid::new_v4().to_string();
@@ -435,9 +439,18 @@ mod tests {
 
     #[test]
     fn retry_after_lengthens_a_wait_but_never_shortens_it() {
-        assert_eq!(next_delay(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
-        assert_eq!(next_delay(30, Some(Duration::from_secs(1))), Duration::from_secs(5));
-        assert_eq!(next_delay(1, Some(Duration::from_secs(9_999))), MAX_RETRY_AFTER);
+        assert_eq!(
+            next_delay(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            next_delay(30, Some(Duration::from_secs(1))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            next_delay(1, Some(Duration::from_secs(9_999))),
+            MAX_RETRY_AFTER
+        );
         assert_eq!(next_delay(1, None), poll_delay(1));
     }
 

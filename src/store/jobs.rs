@@ -105,10 +105,11 @@ pub fn update(
 }
 
 pub fn by_id(c: &Connection, id: &str) -> Result<Option<JobRow>> {
-    Ok(c
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?
-        .query_row([id], row)
-        .optional()?)
+    Ok(
+        c.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?
+            .query_row([id], row)
+            .optional()?,
+    )
 }
 
 /// Every job not finished, oldest first.

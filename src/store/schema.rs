@@ -171,7 +171,8 @@ mod tests {
             for sql in &MIGRATIONS[..mine] {
                 conn.execute_batch(sql).unwrap();
             }
-            conn.pragma_update(None, "user_version", mine as i64).unwrap();
+            conn.pragma_update(None, "user_version", mine as i64)
+                .unwrap();
             conn.execute(
                 "INSERT INTO kv (key, value) VALUES ('server_clock_offset_ms', '77')",
                 [],
@@ -186,7 +187,9 @@ mod tests {
             })
             .unwrap();
         assert_eq!((v, offset, jobs), (LATEST, Some(77), 0));
-        s.write_blocking(|tx| crate::store::jobs::insert_submission(tx, "k", "transcribe", "{}", 1))
-            .unwrap();
+        s.write_blocking(|tx| {
+            crate::store::jobs::insert_submission(tx, "k", "transcribe", "{}", 1)
+        })
+        .unwrap();
     }
 }

@@ -49,7 +49,11 @@ pub(crate) fn handle(state: &Mutex<Inner>, cmd: &str, body: &[u8]) -> Response<B
         }
         "image-fault" => {
             let Some(f) = v["kind"].as_str().and_then(ImageFault::parse) else {
-                return error_resp(400, "bad_request", "kind: corrupt-base64, not-png or cut-off");
+                return error_resp(
+                    400,
+                    "bad_request",
+                    "kind: corrupt-base64, not-png or cut-off",
+                );
             };
             s.images.faults.push_back(f);
         }

@@ -78,7 +78,11 @@ pub(crate) fn create(s: &mut Inner, req: &Req, user: &str) -> Response<Body> {
         kind: kind.to_string(),
         media,
         polls: 0,
-        steps: input.get("steps").and_then(Value::as_u64).unwrap_or(2).max(1),
+        steps: input
+            .get("steps")
+            .and_then(Value::as_u64)
+            .unwrap_or(2)
+            .max(1),
         fail: input.get("fail").and_then(Value::as_bool).unwrap_or(false),
     };
     metered(s, req, user, move |s| {
@@ -97,8 +101,9 @@ pub(crate) fn get(s: &mut Inner, req: &Req, user: &str) -> Response<Body> {
     };
     job.polls += 1;
     let status = job.status();
-    let result = (status == "succeeded")
-        .then(|| json!({ "text": format!("transcript of {}", job.media), "model": "@cf/openai/whisper" }));
+    let result = (status == "succeeded").then(
+        || json!({ "text": format!("transcript of {}", job.media), "model": "@cf/openai/whisper" }),
+    );
     let error = (status == "failed")
         .then(|| json!({ "code": "internal", "message": "transcription failed (scripted)" }));
     json_resp(
