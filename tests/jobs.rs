@@ -172,7 +172,7 @@ async fn a_restart_between_submit_and_finish_picks_the_job_up_again() {
     let c = env.client();
     c.restore_session().await.unwrap();
     let pending = c.pending_jobs(None).await.unwrap();
-    assert_eq!(pending, [job.clone()]);
+    assert_eq!(pending, std::slice::from_ref(&job));
     let done = c.wait_for_job(job.id.clone(), None, None).await.unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<JobInfo>::new());

@@ -66,11 +66,8 @@ pub(crate) fn create(s: &mut Inner, req: &Req, user: &str) -> Response<Body> {
     let Some(body) = req.json_object() else {
         return error_resp(400, "bad_request", "body must be a JSON object");
     };
-    if !body
-        .get("prompt")
-        .and_then(Value::as_str)
-        .is_some_and(|p| !p.trim().is_empty())
-    {
+    let prompt = body.get("prompt").and_then(Value::as_str).unwrap_or("");
+    if prompt.trim().is_empty() {
         return error_resp(400, "bad_request", "prompt is required");
     }
     let (Ok(width), Ok(height)) = (clamp(body.get("width")), clamp(body.get("height"))) else {
