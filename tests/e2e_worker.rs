@@ -330,7 +330,10 @@ async fn an_image_is_decoded_and_a_transcribe_job_runs_to_the_end() {
         .await
         .unwrap();
     assert_eq!(job.status, tether::JobStatus::Queued);
-    let done = c.wait_for_job(job.id.clone(), None, None).await.unwrap();
+    let done = c
+        .wait_for_job(job.id.clone(), Arc::new(Quiet), None)
+        .await
+        .unwrap();
     assert_eq!(done.status, tether::JobStatus::Succeeded, "{done:?}");
     let result: serde_json::Value =
         serde_json::from_str(done.result_json.as_deref().unwrap()).unwrap();
@@ -344,4 +347,11 @@ async fn an_image_is_decoded_and_a_transcribe_job_runs_to_the_end() {
         matches!(err, TetherError::InvalidInput { ref code, .. } if code == "not_found"),
         "{err:?}"
     );
+}
+
+/// A job listener that ignores what it hears.
+struct Quiet;
+
+impl tether::JobListener for Quiet {
+    fn on_status_changed(&self, _job: tether::JobInfo) {}
 }

@@ -59,7 +59,7 @@ async fn a_job_runs_queued_then_running_then_succeeded_in_as_many_polls_as_it_ta
     assert_eq!(job.kind, "transcribe");
     let seen = Arc::new(Seen::default());
     let done = c
-        .wait_for_job(job.id.clone(), Some(seen.clone()), None)
+        .wait_for_job(job.id.clone(), seen.clone(), None)
         .await
         .unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
@@ -88,7 +88,7 @@ async fn a_failed_job_is_a_value_with_its_error() {
         .unwrap();
     let seen = Arc::new(Seen::default());
     let done = c
-        .wait_for_job(job.id.clone(), Some(seen.clone()), None)
+        .wait_for_job(job.id.clone(), seen.clone(), None)
         .await
         .unwrap();
     assert_eq!(done.status, JobStatus::Failed);
@@ -123,7 +123,10 @@ async fn a_poll_refused_with_retry_after_is_waited_out_not_fatal() {
             retry_after: Some(1),
         },
     );
-    let done = c.wait_for_job(job.id.clone(), None, None).await.unwrap();
+    let done = c
+        .wait_for_job(job.id.clone(), Arc::new(Seen::default()), None)
+        .await
+        .unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(polls(&env, &job.id), 3, "the refused poll, then two");
 }
@@ -141,7 +144,7 @@ async fn cancelling_a_wait_stops_the_polling_not_the_job() {
     *seen.calls.lock().unwrap() = Some(tx);
     let cancel = CancelHandle::new();
     let (c2, id, k, l) = (c.clone(), job.id.clone(), cancel.clone(), seen.clone());
-    let wait = tokio::spawn(async move { c2.wait_for_job(id, Some(l), Some(k)).await });
+    let wait = tokio::spawn(async move { c2.wait_for_job(id, l, Some(k)).await });
     assert_eq!(rx.recv().await, Some(JobStatus::Running));
     cancel.cancel();
     assert_eq!(wait.await.unwrap().unwrap_err(), TetherError::Cancelled);
@@ -173,7 +176,10 @@ async fn a_restart_between_submit_and_finish_picks_the_job_up_again() {
     c.restore_session().await.unwrap();
     let pending = c.pending_jobs(None).await.unwrap();
     assert_eq!(pending, std::slice::from_ref(&job));
-    let done = c.wait_for_job(job.id.clone(), None, None).await.unwrap();
+    let done = c
+        .wait_for_job(job.id.clone(), Arc::new(Seen::default()), None)
+        .await
+        .unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(c.pending_jobs(None).await.unwrap(), Vec::<JobInfo>::new());
     assert_eq!(env.server.job_runs(), 1);
@@ -200,7 +206,7 @@ async fn an_unanswered_submission_is_kept_and_re_sent_with_its_key() {
     assert!(keys.iter().all(|k| k == &keys[0]));
     assert_eq!(env.server.job_runs(), 1);
     let done = c
-        .wait_for_job(pending[0].id.clone(), None, None)
+        .wait_for_job(pending[0].id.clone(), Arc::new(Seen::default()), None)
         .await
         .unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
@@ -249,7 +255,7 @@ async fn unknown_kinds_unknown_ids_and_plans_are_typed_errors() {
         }
     }
     let err = c
-        .wait_for_job("j_404".into(), None, None)
+        .wait_for_job("j_404".into(), Arc::new(Seen::default()), None)
         .await
         .unwrap_err();
     assert!(
@@ -356,7 +362,7 @@ async fn a_kill_between_sending_a_job_and_its_answer_runs_it_once() {
         "the re-send was replayed, not run again"
     );
     let done = c
-        .wait_for_job(pending[0].id.clone(), None, None)
+        .wait_for_job(pending[0].id.clone(), Arc::new(Seen::default()), None)
         .await
         .unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);

@@ -215,7 +215,7 @@ async def images_and_jobs(url, data_dir):
     check("13. wait_for_job -> Succeeded with a result", done.status == tether.JobStatus.SUCCEEDED and "transcript" in (done.result_json or ""), repr(done))
     check("13. the listener heard Running then Succeeded", heard.statuses == [tether.JobStatus.RUNNING, tether.JobStatus.SUCCEEDED], repr(heard.statuses))
     failing = await client.submit_job("transcribe", json.dumps({"url": "https://example.com/a.mp3", "fail": True}))
-    done = await client.wait_for_job(failing.id)
+    done = await client.wait_for_job(failing.id, JobStatuses())
     check("13. a failed job is a value", done.status == tether.JobStatus.FAILED and done.error is not None and done.error.code == "internal", repr(done))
     try:
         await client.submit_job("summarize", "{}")

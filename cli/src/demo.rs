@@ -27,6 +27,13 @@ fn launch(
     }
 }
 
+/// The demo waits on its job without a spinner.
+struct Quiet;
+
+impl tether::JobListener for Quiet {
+    fn on_status_changed(&self, _job: tether::JobInfo) {}
+}
+
 fn quota_call() -> ApiRequest {
     api_request(HttpMethod::Get, "quota", None, true)
 }
@@ -175,7 +182,9 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
             None,
         )
         .await?;
-    let done = next_launch.wait_for_job(job.id.clone(), None, None).await?;
+    let done = next_launch
+        .wait_for_job(job.id.clone(), Arc::new(Quiet), None)
+        .await?;
     println!(
         "   submit_job(transcribe) -> {} queued; wait_for_job() -> {:?} after {} polls: {}",
         job.id,

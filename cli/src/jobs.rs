@@ -116,7 +116,7 @@ async fn wait(c: &TetherClient, id: String, quiet: bool) -> Result<JobInfo, Fail
             }
         })
     });
-    let result = c.wait_for_job(id, Some(spinner), None).await;
+    let result = c.wait_for_job(id, spinner, None).await;
     if let Some(d) = draw {
         d.abort();
         eprint!("\r\x1b[2K");

@@ -63,19 +63,19 @@ impl TetherClient {
     /// Polls the job until it succeeds or fails (fast at first, then at most every 5 s,
     /// longer when the backend asks with `Retry-After`) and returns it; a failed job is
     /// returned, not thrown. `listener` hears each status seen, all before this returns.
-    /// Cancelling stops the polling, not the job. Five polls in a row without an answer
+    /// (The listener is required: ubrn's TypeScript cannot pass an optional foreign
+    /// object.) Cancelling stops the polling, not the job. Five polls in a row without an answer
     /// end the wait with that error (wait again later).
-    #[uniffi::method(default(listener = None, cancel = None))]
+    #[uniffi::method(default(cancel = None))]
     pub async fn wait_for_job(
         &self,
         id: String,
-        listener: Option<Arc<dyn JobListener>>,
+        listener: Arc<dyn JobListener>,
         cancel: Option<Arc<CancelHandle>>,
     ) -> Result<JobInfo, TetherError> {
-        self.call(
-            cancel,
-            |c| async move { c.wait_for_job(id, listener).await },
-        )
+        self.call(cancel, |c| async move {
+            c.wait_for_job(id, Some(listener)).await
+        })
         .await
     }
 

@@ -573,7 +573,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
       () => heard.statuses.join(","),
     );
     const failing = await media.submitJob("transcribe", JSON.stringify({ url: "https://example.com/a.mp3", fail: true }));
-    const failedJob = await media.waitForJob(failing.id);
+    const failedJob = await media.waitForJob(failing.id, new RecordingJobListener());
     check("a failed job is a value", failedJob.status === JobStatus.Failed && failedJob.error?.code === "internal", () => JSON.stringify(failedJob));
     const e = await thrown(() => media.submitJob("summarize", "{}"));
     check(

@@ -402,7 +402,7 @@ final class ScenarioTests: XCTestCase {
         XCTAssertEqual(heard.statuses, [.running, .succeeded])
         let failing = try await client.submitJob(
             kind: "transcribe", inputJson: #"{"url":"https://example.com/a.mp3","fail":true}"#, cancel: nil)
-        let failed = try await client.waitForJob(id: failing.id, listener: nil, cancel: nil)
+        let failed = try await client.waitForJob(id: failing.id, listener: RecordingJobListener(), cancel: nil)
         XCTAssertEqual(failed.status, .failed)
         XCTAssertEqual(failed.error?.code, "internal")
         let unknownKind = await tetherError { _ = try await client.submitJob(kind: "summarize", inputJson: "{}", cancel: nil) }

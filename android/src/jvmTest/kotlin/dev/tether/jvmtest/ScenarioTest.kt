@@ -503,7 +503,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
             "${heard.statuses}"
         }
         val failing = mediaClient.submitJob("transcribe", """{"url":"https://example.com/a.mp3","fail":true}""", null)
-        val failedJob = mediaClient.waitForJob(failing.id, null, null)
+        val failedJob = mediaClient.waitForJob(failing.id, RecordingJobListener(), null)
         expect("a failed job is a value", failedJob.status == JobStatus.FAILED && failedJob.error?.code == "internal") { "$failedJob" }
         val e = thrown { mediaClient.submitJob("summarize", "{}", null) }
         expect("unknown kind -> InvalidInput(invalid_input)", e is TetherException.InvalidInput && e.code == "invalid_input") { "got $e" }
