@@ -3,7 +3,7 @@
 //! dispatch). The facade's methods each delegate to one method here; these return the
 //! internal error and never reach through another floor's fields from outside.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,8 @@ use crate::auth::{Auth, AuthListener, AuthState, AuthTiming, TokenStore, User};
 use crate::client::{ApiRequest, ApiResponse, HttpMethod};
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
+use crate::images::{self, GeneratedImage, ImageOptions};
+use crate::jobs::{JobInfo, JobListener, Jobs};
 use crate::logging::{self, Logger};
 use crate::paywall::{Paywall, QuotaListener, QuotaState};
 use crate::runtime::runtime;
@@ -33,6 +35,9 @@ pub(crate) struct Core {
     paywall: Arc<Paywall>,
     first_byte: Duration,
     uploads: Uploads,
+    jobs: Jobs,
+    /// Where generated images go by default (`data_dir/images`).
+    images_dir: PathBuf,
 }
 
 impl Core {
@@ -73,6 +78,8 @@ impl Core {
             paywall,
             first_byte: Duration::from_millis(config.timeouts.first_byte_ms.into()),
             uploads: Uploads::new(Path::new(&config.data_dir))?,
+            jobs: Jobs::new((*store).clone()),
+            images_dir: Path::new(&config.data_dir).join("images"),
         })
     }
 }
@@ -200,5 +207,40 @@ impl Core {
         self.uploads
             .vision(&self.api, image, prompt, options, progress)
             .await
+    }
+}
+
+/// Images and jobs.
+impl Core {
+    pub async fn generate_image(
+        &self,
+        prompt: String,
+        options: ImageOptions,
+    ) -> Result<GeneratedImage> {
+        images::generate(&self.api, &self.images_dir, prompt, options).await
+    }
+
+    pub async fn submit_job(&self, kind: String, input_json: String) -> Result<JobInfo> {
+        self.jobs.submit(&self.api, kind, input_json).await
+    }
+
+    pub async fn job(&self, id: String) -> Result<JobInfo> {
+        self.jobs.get(&self.api, &id).await
+    }
+
+    pub async fn wait_for_job(
+        &self,
+        id: String,
+        listener: Option<Arc<dyn JobListener>>,
+    ) -> Result<JobInfo> {
+        self.jobs.wait(&self.api, &id, listener).await
+    }
+
+    pub async fn pending_jobs(&self) -> Result<Vec<JobInfo>> {
+        self.jobs.pending(&self.api).await
+    }
+
+    pub async fn delete_job(&self, id: String) -> Result<bool> {
+        self.jobs.delete(id).await
     }
 }

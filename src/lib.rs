@@ -10,6 +10,8 @@ mod client;
 mod config;
 mod core;
 mod error;
+mod images;
+mod jobs;
 mod logging;
 mod paywall;
 mod quota;
@@ -27,6 +29,8 @@ pub use auth::{
 pub use client::{ApiRequest, ApiResponse, HttpMethod, TetherClient};
 pub use config::{ClientConfig, RetryPolicy, Timeouts};
 pub use error::TetherError;
+pub use images::{GeneratedImage, ImageOptions};
+pub use jobs::{JobFailure, JobInfo, JobListener, JobStatus};
 pub use logging::{LogLevel, Logger};
 pub use paywall::{QuotaListener, QuotaSource, QuotaState};
 pub use quota::Quota;

@@ -7,7 +7,8 @@
 //! at the configured limit (`QUOTA_LIMIT_FREE=3`), a rejected access token refreshed and
 //! retried once, refresh-token reuse signing out, and sign-out (also once the access token
 //! has expired: the tenant `dev.tether.e2e.short-ttl` gets 2-second tokens from
-//! `scripts/e2e`).
+//! `scripts/e2e`), an image decoded to a PNG file and a `transcribe` job run to the end
+//! through the Worker's queue.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -332,4 +333,75 @@ async fn the_purchase_flow_raises_and_lifts_the_paywall() {
     assert!(q.remaining.unwrap() > 0);
     assert_eq!(c.send(job_request(), None).await.unwrap().status, 202);
     assert_eq!(c.quota().plan.as_deref(), Some("pro"));
+}
+
+/// A real PNG from the Worker (its stand-in model's JPEG converted by the Images binding)
+/// decoded to a file, its signature and IHDR checked; a `transcribe` job queued on the
+/// Worker's queue, waited on to the end through `wait_for_job`.
+#[tokio::test]
+#[ignore = "needs the Worker: run scripts/e2e"]
+async fn an_image_is_decoded_and_a_transcribe_job_runs_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(Arc::new(SharedStore::default()), &dir);
+    c.restore_session().await.unwrap();
+    c.sign_in_anonymously(None, None).await.unwrap();
+
+    let img = c
+        .generate_image(
+            "a lighthouse at dusk".into(),
+            Some(tether::ImageOptions {
+                width: Some(320),
+                height: Some(100),
+                path: None,
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+    let bytes = std::fs::read(&img.path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    assert_eq!((be(16), be(20)), (img.width, img.height));
+    assert_eq!(
+        (img.width, img.height),
+        (320, 256),
+        "the Worker clamps 100 to 256"
+    );
+    assert_eq!(bytes.len(), img.byte_size as usize);
+    assert!(!img.model.is_empty());
+
+    let job = c
+        .submit_job(
+            "transcribe".into(),
+            r#"{"url":"https://example.com/talk.mp3"}"#.into(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.status, tether::JobStatus::Queued);
+    let done = c
+        .wait_for_job(job.id.clone(), Arc::new(Quiet), None)
+        .await
+        .unwrap();
+    assert_eq!(done.status, tether::JobStatus::Succeeded, "{done:?}");
+    let result: serde_json::Value =
+        serde_json::from_str(done.result_json.as_deref().unwrap()).unwrap();
+    assert!(result["text"].is_string(), "{result}");
+    assert_eq!(
+        c.pending_jobs(None).await.unwrap(),
+        Vec::<tether::JobInfo>::new()
+    );
+    let err = c.job("j_nope".into(), None).await.unwrap_err();
+    assert!(
+        matches!(err, TetherError::InvalidInput { ref code, .. } if code == "not_found"),
+        "{err:?}"
+    );
+}
+
+/// A job listener that ignores what it hears.
+struct Quiet;
+
+impl tether::JobListener for Quiet {
+    fn on_status_changed(&self, _job: tether::JobInfo) {}
 }

@@ -215,6 +215,56 @@ class QuotaEvents(tether.QuotaListener):
         self.paywalls.append(plan_required)
 
 
+class JobStatuses(tether.JobListener):
+    def __init__(self):
+        self.statuses = []
+
+    def on_status_changed(self, job):
+        self.statuses.append(job.status)
+
+
+async def images_and_jobs(url, data_dir):
+    admin(url, "quota-limit", {"limit": 50})
+    cfg = tether.ClientConfig(base_url=url, client_id="py-app", data_dir=data_dir)
+    client = tether.TetherClient(cfg, DictStore())
+    await client.restore_session()
+    await client.sign_in_anonymously()
+
+    out = os.path.join(data_dir, "pictures")
+    img = await client.generate_image("a lighthouse", tether.ImageOptions(width=300, height=100, path=os.path.join(out, "a.png")))
+    with open(img.path, "rb") as f:
+        head = f.read(8)
+    check("12. generate_image writes a PNG sized by its IHDR", (img.width, img.height) == (300, 256) and head == b"\x89PNG\r\n\x1a\n"
+          and os.path.getsize(img.path) == img.byte_size, repr(img))
+    admin(url, "image-fault", {"kind": "not-png"})
+    try:
+        await client.generate_image("broken", tether.ImageOptions(width=256, height=256, path=os.path.join(out, "b.png")))
+        check("12. a non-PNG reply -> Decode", False, "no error")
+    except tether.TetherError.Decode:
+        check("12. a non-PNG reply -> Decode", True)
+    check("12. ...and no file left behind", sorted(os.listdir(out)) == ["a.png"], repr(os.listdir(out)))
+
+    job = await client.submit_job("transcribe", json.dumps({"url": "https://example.com/a.mp3", "steps": 3}))
+    check("13. submit_job -> Queued", job.status == tether.JobStatus.QUEUED and job.id.startswith("j_"), repr(job))
+    heard = JobStatuses()
+    done = await client.wait_for_job(job.id, heard)
+    check("13. wait_for_job -> Succeeded with a result", done.status == tether.JobStatus.SUCCEEDED and "transcript" in (done.result_json or ""), repr(done))
+    check("13. the listener heard Running then Succeeded", heard.statuses == [tether.JobStatus.RUNNING, tether.JobStatus.SUCCEEDED], repr(heard.statuses))
+    failing = await client.submit_job("transcribe", json.dumps({"url": "https://example.com/a.mp3", "fail": True}))
+    done = await client.wait_for_job(failing.id, JobStatuses())
+    check("13. a failed job is a value", done.status == tether.JobStatus.FAILED and done.error is not None and done.error.code == "internal", repr(done))
+    try:
+        await client.submit_job("summarize", "{}")
+        check("13. unknown kind -> InvalidInput", False, "no error")
+    except tether.TetherError.InvalidInput as e:
+        check("13. unknown kind -> InvalidInput", e.code == "invalid_input", repr(e))
+    try:
+        await client.job("j_missing")
+        check("13. unknown id -> InvalidInput not_found", False, "no error")
+    except tether.TetherError.InvalidInput as e:
+        check("13. unknown id -> InvalidInput not_found", e.code == "not_found", repr(e))
+
+
 class SlowEvents(tether.AuthListener):
     """Slow on purpose, so that calls are still in flight when the process exits."""
 
@@ -281,6 +331,8 @@ def main():
         url = line.split()[-1]
         with tempfile.TemporaryDirectory() as d:
             asyncio.run(scenario(url, d))
+        with tempfile.TemporaryDirectory() as d:
+            asyncio.run(images_and_jobs(url, d))
         exit_checks(url)
     finally:
         server.stdin.close()

@@ -1,6 +1,7 @@
 //! `tether demo`: a walkthrough of what the core does (sign-in, quota, retries with one
-//! idempotency key, single-flight refresh, restore on next launch, the paywall through the
-//! quota state and its listener up to a purchase that lifts it, sign-out)
+//! idempotency key, single-flight refresh, restore on next launch, an image decoded to a
+//! PNG file, a job waited on to the end, the paywall through the quota state and its
+//! listener up to a purchase that lifts it, sign-out)
 //! against an embedded local contract server on loopback. It checks its own steps, so
 //! the test command fails loudly if it ever stops demonstrating what it claims.
 
@@ -25,6 +26,13 @@ fn launch(
     } else {
         TetherClient::new(config.clone(), store.clone())
     }
+}
+
+/// The demo waits on its job without a spinner.
+struct Quiet;
+
+impl tether::JobListener for Quiet {
+    fn on_status_changed(&self, _job: tether::JobInfo) {}
 }
 
 fn quota_call() -> ApiRequest {
@@ -182,6 +190,48 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
 
     let paywalls = Arc::new(PaywallSeen::default());
     let _quota_listener = next_launch.add_quota_listener(paywalls.clone());
+    let img = next_launch
+        .generate_image(
+            "a lighthouse at dusk".into(),
+            Some(tether::ImageOptions {
+                width: Some(512),
+                height: Some(300),
+                path: Some(dir.join("lighthouse.png").to_string_lossy().into_owned()),
+            }),
+            None,
+        )
+        .await?;
+    println!(
+        "\n6. generate_image() -> {} ({}x{} PNG from its IHDR, {} bytes, decoded while it arrived)",
+        img.path, img.width, img.height, img.byte_size
+    );
+    expect(
+        (img.width, img.height) == (512, 300)
+            && std::fs::metadata(&img.path).map(|m| m.len()).ok() == Some(u64::from(img.byte_size)),
+        "step 6: a 512x300 PNG written whole",
+    );
+    let job = next_launch
+        .submit_job(
+            "transcribe".into(),
+            r#"{"url":"https://example.com/demo.m4a","steps":3}"#.into(),
+            None,
+        )
+        .await?;
+    let done = next_launch
+        .wait_for_job(job.id.clone(), Arc::new(Quiet), None)
+        .await?;
+    println!(
+        "   submit_job(transcribe) -> {} queued; wait_for_job() -> {:?} after {} polls: {}",
+        job.id,
+        done.status,
+        server.count(&format!("/api/v1/jobs/{}", job.id)),
+        done.result_json.as_deref().unwrap_or("")
+    );
+    expect(
+        done.status == tether::JobStatus::Succeeded && done.result_json.is_some(),
+        "step 6: the job succeeded with a result",
+    );
+
     server.set_quota_limit(u64::from(limit.min(3)));
     let mut paywall = None;
     for _ in 0..10 {
@@ -196,13 +246,13 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
             quota,
             ..
         }) => println!(
-            "\n6. Quota used up -> PlanRequired (show the paywall for plan {:?}; {} left)",
+            "\n7. Quota used up -> PlanRequired (show the paywall for plan {:?}; {} left)",
             plan_required.unwrap_or_default(),
             quota.map(|q| q.remaining).unwrap_or(0)
         ),
         other => expect(
             false,
-            &format!("step 6: expected PlanRequired, got {other:?}"),
+            &format!("step 7: expected PlanRequired, got {other:?}"),
         ),
     }
     let before = server.count("/api/v1/jobs");
@@ -252,10 +302,10 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
     next_launch.sign_out().await?;
     expect(
         next_launch.auth_state() == AuthState::SignedOut && !store_path.exists(),
-        "step 7: signed out, store cleared",
+        "step 8: signed out, store cleared",
     );
     println!(
-        "\n7. sign_out() -> {:?}; store cleared: {}",
+        "\n8. sign_out() -> {:?}; store cleared: {}",
         next_launch.auth_state(),
         !store_path.exists()
     );
@@ -263,7 +313,7 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
         Err(TetherError::SignedOut) => {
             println!("   a call now fails with SignedOut (route to sign-in)")
         }
-        other => expect(false, &format!("step 7: expected SignedOut, got {other:?}")),
+        other => expect(false, &format!("step 8: expected SignedOut, got {other:?}")),
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("\ndone.");

@@ -6,11 +6,13 @@
 //! - `login`, `logout`, `whoami`, `quota`, `request METHOD PATH [JSON]`: one call each
 //!   through `TetherClient`, the session kept in a file token store under `--data-dir`.
 //! - `detect FILE`, `vision FILE QUESTION`: image uploads with a progress bar (`upload.rs`).
+//! - `image PROMPT [-o FILE]`, `job submit|status|wait|pending`: in `jobs.rs`.
 //! - `demo [--verbose]`: the walkthrough in `demo.rs`.
 //! - `serve [--port N]`: the contract server alone (for the binding tests), printing
 //!   `listening http://127.0.0.1:<port>` and serving until killed or stdin closes.
 
 mod demo;
+mod jobs;
 mod upload;
 
 use std::path::{Path, PathBuf};
@@ -133,6 +135,26 @@ enum Command {
         file: PathBuf,
         /// The question, e.g. "What is in this picture?".
         question: String,
+    },
+    /// POST /api/v1/images: generate an image and write it as a PNG file (default: a new
+    /// file under DATA_DIR/images/).
+    Image {
+        /// What to draw.
+        prompt: String,
+        /// The PNG file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Width in pixels (the backend clamps to 256..2048; default 1024).
+        #[arg(long)]
+        width: Option<u32>,
+        /// Height in pixels (the backend clamps to 256..2048; default 1024).
+        #[arg(long)]
+        height: Option<u32>,
+    },
+    /// Long-running jobs: submit, status, wait (with a spinner), pending.
+    Job {
+        #[command(subcommand)]
+        action: jobs::JobCommand,
     },
     /// Walk through what the core does against its own embedded contract server (it
     /// ignores --base-url and --data-dir). --verbose shows the library's log lines.
@@ -437,7 +459,7 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
             Failure::new(
                 "usage",
                 2,
-                "a command is required (login, logout, whoami, quota, request, detect, vision, demo, serve); see `tether --help`",
+                "a command is required (login, logout, whoami, quota, request, detect, vision, image, job, demo, serve); see `tether --help`",
             ),
             json,
         ),
@@ -606,6 +628,10 @@ fn body_json(body: &str) -> Value {
 async fn run(cli: Cli) -> Result<Output, Failure> {
     let s = connect(&cli).await?;
     let c = &s.client;
+    // The embedded server knows no one: sign in to it for the commands that need a user.
+    if s._server.is_some() && matches!(cli.command, Command::Image { .. } | Command::Job { .. }) {
+        c.sign_in_anonymously(None, None).await?;
+    }
     match cli.command {
         Command::Login { device_id } => {
             let user = c.sign_in_anonymously(device_id, None).await?;
@@ -704,6 +730,13 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
             let (text, json) = upload::vision(c, &file, question, cli.verbose).await?;
             Ok(Output { text, json })
         }
+        Command::Image {
+            prompt,
+            output,
+            width,
+            height,
+        } => jobs::image(c, prompt, output, width, height).await,
+        Command::Job { action } => jobs::job(c, action, cli.json).await,
         Command::Demo | Command::Serve { .. } => Err(Failure::new(
             "usage",
             2,

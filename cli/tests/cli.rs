@@ -208,7 +208,7 @@ fn every_subcommand_has_help_and_the_exit_codes_are_documented() {
         assert!(top.contains(needle), "{needle}");
     }
     for sub in [
-        "login", "logout", "whoami", "quota", "request", "demo", "serve",
+        "login", "logout", "whoami", "quota", "request", "image", "job", "demo", "serve",
     ] {
         let o = tether(home.path(), &[sub, "--help"]);
         assert!(o.status.success(), "{sub}");
@@ -248,4 +248,47 @@ fn defaults_embedded_server_and_per_user_data_dir() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn image_writes_a_png_and_job_submit_waits_to_the_end() {
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("pics/fox.png");
+    let o = tether(
+        home.path(),
+        &[
+            "--json",
+            "image",
+            "a red fox",
+            "--width",
+            "300",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    let v = json_ok(&o);
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(300), Some(1024))
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(v["byte_size"].as_u64(), Some(bytes.len() as u64));
+
+    let o = tether(
+        home.path(),
+        &[
+            "--json",
+            "job",
+            "submit",
+            "transcribe",
+            r#"{"url":"https://x/a.mp3","steps":2}"#,
+            "--wait",
+        ],
+    );
+    let v = json_ok(&o);
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["result"]["text"], "transcript of https://x/a.mp3");
+    let o = tether(home.path(), &["job", "submit", "summarize"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
 }

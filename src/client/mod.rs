@@ -1,9 +1,10 @@
 //! The facade: [`TetherClient`], the one object an app holds for its lifetime, exported
 //! through UniFFI. One `#[uniffi::export] impl` block per area, one file each
-//! (`session.rs`, `requests.rs`, `quota.rs`); every method is a one-line delegation to
+//! (`session.rs`, `requests.rs`, `quota.rs`, `jobs.rs`); every method is a one-line delegation to
 //! [`Core`], run on the library's runtime with the client's log dispatch, its internal
 //! error mapped to [`TetherError`] once.
 
+mod jobs;
 mod quota;
 mod requests;
 mod session;

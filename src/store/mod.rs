@@ -3,6 +3,7 @@
 //!
 //! - `schema.rs`: the forward-only migrations (`PRAGMA user_version`), run at open.
 //! - `kv.rs`: the small typed key-value facts (today: the server-clock offset).
+//! - `jobs.rs`: the jobs this device submitted (recorded before they are sent).
 //! - later `history.rs` (messages, FTS) and the small tables the features persist
 //!   (quota, jobs, outbox), each a module of its own next to `kv.rs`.
 //!
@@ -16,6 +17,7 @@
 //! processes sharing a `data_dir` queue (up to the busy timeout) instead of failing
 //! half-way.
 
+pub mod jobs;
 pub mod kv;
 pub mod quota;
 mod schema;

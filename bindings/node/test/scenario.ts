@@ -24,7 +24,7 @@
  * The last line printed is `N passed, M failed`; the exit code is 1 if anything failed.
  */
 import { spawn, type ChildProcessByStdio } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -38,6 +38,8 @@ import {
   CancelHandle,
   ClientConfig,
   HttpMethod,
+  ImageOptions,
+  JobStatus,
   LogLevel,
   QuotaSource,
   RetryPolicy,
@@ -46,6 +48,8 @@ import {
   TokenStoreError,
   tetherVersion,
   type AuthListener,
+  type JobInfo,
+  type JobListener,
   type Logger,
   type QuotaListener,
   type QuotaState,
@@ -121,6 +125,14 @@ const stateName = (s: AuthState | undefined) => (s === undefined ? "none" : s.ta
 
 // ---------------------------------------------------------------------------------------
 // TypeScript implementations of the foreign traits
+
+/** Records every job status a wait reports. */
+class RecordingJobListener implements JobListener {
+  statuses: JobStatus[] = [];
+  onStatusChanged(job: JobInfo): void {
+    this.statuses.push(job.status);
+  }
+}
 
 /** What an app would back with the keychain / an encrypted store. */
 class MapTokenStore implements TokenStore {
@@ -574,6 +586,59 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
       broken.uniffiDestroy();
     }
   });
+
+  const media = new TetherClient({ ...config, dataDir: join(dataDir, "media") }, new MapTokenStore());
+  await step("images (scenario 12)", async () => {
+    await server.admin("quota-limit", { limit: 50 });
+    await media.restoreSession();
+    await media.signInAnonymously(undefined);
+    const out = join(dataDir, "pictures");
+    const img = await media.generateImage("a lighthouse", ImageOptions.create({ width: 300, height: 100, path: join(out, "a.png") }));
+    const head = [...readFileSync(img.path).subarray(0, 8)];
+    check(
+      "generateImage writes a PNG sized by its IHDR (300x256)",
+      img.width === 300 && img.height === 256 && head.join(",") === "137,80,78,71,13,10,26,10" && statSync(img.path).size === img.byteSize,
+      () => JSON.stringify(img),
+    );
+    await server.admin("image-fault", { kind: "not-png" });
+    const e = await thrown(() => media.generateImage("broken", ImageOptions.create({ width: 256, height: 256, path: join(out, "b.png") })));
+    check("a non-PNG reply -> TetherError.Decode", TetherError.instanceOf(e) && TetherError.Decode.instanceOf(e), () => `got ${describe(e)}`);
+    const left = readdirSync(out).sort();
+    check("...and no file left behind", left.join(",") === "a.png", () => left.join(","));
+  });
+
+  await step("jobs (scenario 13)", async () => {
+    const job = await media.submitJob("transcribe", JSON.stringify({ url: "https://example.com/a.mp3", steps: 3 }));
+    check("submitJob -> Queued with an id", job.status === JobStatus.Queued && job.id.startsWith("j_"), () => JSON.stringify(job));
+    const heard = new RecordingJobListener();
+    const done = await media.waitForJob(job.id, heard);
+    check(
+      "waitForJob -> Succeeded with a result",
+      done.status === JobStatus.Succeeded && (done.resultJson ?? "").includes("transcript"),
+      () => JSON.stringify(done),
+    );
+    check(
+      "the listener heard Running then Succeeded",
+      heard.statuses.join(",") === [JobStatus.Running, JobStatus.Succeeded].join(","),
+      () => heard.statuses.join(","),
+    );
+    const failing = await media.submitJob("transcribe", JSON.stringify({ url: "https://example.com/a.mp3", fail: true }));
+    const failedJob = await media.waitForJob(failing.id, new RecordingJobListener());
+    check("a failed job is a value", failedJob.status === JobStatus.Failed && failedJob.error?.code === "internal", () => JSON.stringify(failedJob));
+    const e = await thrown(() => media.submitJob("summarize", "{}"));
+    check(
+      "unknown kind -> TetherError.InvalidInput(invalid_input)",
+      TetherError.instanceOf(e) && TetherError.InvalidInput.instanceOf(e) && e.inner.code === "invalid_input",
+      () => `got ${describe(e)}`,
+    );
+    const e2 = await thrown(() => media.job("j_missing"));
+    check(
+      "unknown id -> TetherError.InvalidInput(not_found)",
+      TetherError.instanceOf(e2) && TetherError.InvalidInput.instanceOf(e2) && e2.inner.code === "not_found",
+      () => `got ${describe(e2)}`,
+    );
+  });
+  media.uniffiDestroy();
 
   subscription.cancel();
   client.uniffiDestroy();

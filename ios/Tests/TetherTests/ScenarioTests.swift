@@ -363,4 +363,65 @@ final class ScenarioTests: XCTestCase {
             return XCTFail("a call after sign-out: expected .SignedOut, got \(String(describing: afterSignOut))")
         }
     }
+
+    /// Scenario steps 12 and 13: an image decoded to a PNG file, a job waited on to the end.
+    func testImagesAndJobs() async throws {
+        _ = try await server.admin("quota-limit", #"{"limit":50}"#)
+        let client = try TetherClient(config: config("media"), tokenStore: MapTokenStore())
+        _ = try await client.restoreSession(cancel: nil)
+        _ = try await client.signInAnonymously(deviceId: nil, cancel: nil)
+        let out = (dataDir as NSString).appendingPathComponent("pictures")
+
+        let img = try await client.generateImage(
+            prompt: "a lighthouse",
+            options: ImageOptions(width: 300, height: 100, path: (out as NSString).appendingPathComponent("a.png")),
+            cancel: nil)
+        XCTAssertEqual([img.width, img.height], [300, 256], "the size comes from the IHDR")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: img.path))
+        XCTAssertEqual(Array(bytes.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        XCTAssertEqual(bytes.count, Int(img.byteSize))
+        _ = try await server.admin("image-fault", #"{"kind":"not-png"}"#)
+        let bad = await tetherError {
+            _ = try await client.generateImage(
+                prompt: "broken",
+                options: ImageOptions(width: 256, height: 256, path: (out as NSString).appendingPathComponent("b.png")),
+                cancel: nil)
+        }
+        guard case .Decode? = bad else {
+            return XCTFail("a non-PNG reply: expected .Decode, got \(String(describing: bad))")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out).sorted(), ["a.png"])
+
+        let job = try await client.submitJob(
+            kind: "transcribe", inputJson: #"{"url":"https://example.com/a.mp3","steps":3}"#, cancel: nil)
+        XCTAssertEqual(job.status, .queued)
+        let heard = RecordingJobListener()
+        let done = try await client.waitForJob(id: job.id, listener: heard, cancel: nil)
+        XCTAssertEqual(done.status, .succeeded)
+        XCTAssertTrue(done.resultJson?.contains("transcript") ?? false)
+        XCTAssertEqual(heard.statuses, [.running, .succeeded])
+        let failing = try await client.submitJob(
+            kind: "transcribe", inputJson: #"{"url":"https://example.com/a.mp3","fail":true}"#, cancel: nil)
+        let failed = try await client.waitForJob(id: failing.id, listener: RecordingJobListener(), cancel: nil)
+        XCTAssertEqual(failed.status, .failed)
+        XCTAssertEqual(failed.error?.code, "internal")
+        let unknownKind = await tetherError { _ = try await client.submitJob(kind: "summarize", inputJson: "{}", cancel: nil) }
+        guard case let .InvalidInput(code, _, _)? = unknownKind, code == "invalid_input" else {
+            return XCTFail("unknown kind: expected .InvalidInput(invalid_input), got \(String(describing: unknownKind))")
+        }
+        let unknownId = await tetherError { _ = try await client.job(id: "j_missing", cancel: nil) }
+        guard case let .InvalidInput(code, _, _)? = unknownId, code == "not_found" else {
+            return XCTFail("unknown id: expected .InvalidInput(not_found), got \(String(describing: unknownId))")
+        }
+    }
+}
+
+/// Records every job status a wait reports (calls arrive on a Tether thread).
+final class RecordingJobListener: JobListener, @unchecked Sendable {
+    private let lock = NSLock()
+    private var seen: [JobStatus] = []
+    var statuses: [JobStatus] { lock.lock(); defer { lock.unlock() }; return seen }
+    func onStatusChanged(job: JobInfo) {
+        lock.lock(); seen.append(job.status); lock.unlock()
+    }
 }

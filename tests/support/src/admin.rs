@@ -13,6 +13,8 @@
 //! | `uploads` | | `{"uploads": [{"route", "sha256", "len", "content_type", "fields"}]}` charged uploads |
 //! | `replay-window` | `{"ms": N}` | how long a retried refresh is replayed |
 //! | `family-revocations` | | `{"count": N}` families revoked by reuse or sign-out |
+//! | `image-fault` | `{"kind": "corrupt-base64" \| "not-png" \| "cut-off"}` | the next `/images` answer has that defect |
+//! | `job-runs` | | `{"count": N}` jobs created (a replayed submission creates none) |
 //! | `refresh-token-state` | `{"refresh_token"}` | `{"state": "fresh" \| "used" \| "revoked" \| null}` |
 //!
 //! Any other command: `404`. Successful commands without an answer of their own give
@@ -25,7 +27,7 @@ use hyper::Response;
 use serde_json::{json, Value};
 
 use crate::http::{error_resp, json_resp, Body};
-use crate::{lock, Fault, Inner};
+use crate::{lock, Fault, ImageFault, Inner};
 
 pub(crate) fn handle(state: &Mutex<Inner>, cmd: &str, body: &[u8]) -> Response<Body> {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -68,6 +70,17 @@ pub(crate) fn handle(state: &Mutex<Inner>, cmd: &str, body: &[u8]) -> Response<B
             };
             s.sessions.replay_window = Duration::from_millis(ms);
         }
+        "image-fault" => {
+            let Some(f) = v["kind"].as_str().and_then(ImageFault::parse) else {
+                return error_resp(
+                    400,
+                    "bad_request",
+                    "kind: corrupt-base64, not-png or cut-off",
+                );
+            };
+            s.images.faults.push_back(f);
+        }
+        "job-runs" => return json_resp(200, &json!({ "count": s.jobs.runs })),
         "family-revocations" => {
             return json_resp(200, &json!({ "count": s.sessions.family_revocations }));
         }

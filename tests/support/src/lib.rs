@@ -20,8 +20,8 @@
 //! - `http.rs`: response helpers (JSON and error bodies, `Date`).
 //! - `routes/mod.rs`: routing, auth in front, quota headers, the idempotency store,
 //!   `/api/v1/echo`; `routes/auth.rs` (anonymous, refresh, signout), `routes/quota.rs`,
-//!   `routes/jobs.rs`, `routes/upload.rs` (multipart `detect`, `vision`); the SSE chat
-//!   goes in `routes/chat.rs`, registered in `routes/mod.rs`.
+//!   `routes/jobs.rs`, `routes/images.rs`, `routes/upload.rs` (multipart `detect`, `vision`);
+//!   the SSE chat goes in `routes/chat.rs`, registered in `routes/mod.rs`.
 //! - `sample.rs`: sample photos made on the spot (EXIF GPS, orientation, ICC).
 
 mod admin;
@@ -43,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 pub use faults::Fault;
+pub use routes::images::{png, ImageFault};
 pub use routes::upload::Upload;
 
 use faults::Outcome;
@@ -69,6 +70,7 @@ pub(crate) struct Inner {
     pub(crate) quota: routes::quota::Quota,
     pub(crate) idempotency: routes::Idempotency,
     pub(crate) jobs: routes::jobs::Jobs,
+    pub(crate) images: routes::images::Images,
     pub(crate) faults: VecDeque<(String, Fault)>,
     holds: VecDeque<(String, Arc<HoldShared>)>,
     pub(crate) log: Vec<Recorded>,
@@ -128,6 +130,7 @@ impl TestServer {
             quota: routes::quota::Quota::new(real_now_s()),
             idempotency: routes::Idempotency::default(),
             jobs: routes::jobs::Jobs::default(),
+            images: routes::images::Images::default(),
             faults: VecDeque::new(),
             holds: VecDeque::new(),
             log: Vec::new(),
@@ -280,6 +283,16 @@ impl TestServer {
     /// Every upload the server handled (and charged), in order.
     pub fn uploads(&self) -> Vec<Upload> {
         self.with(|s| s.uploads.clone())
+    }
+
+    /// Queues a defect for the next `POST /api/v1/images` answer.
+    pub fn image_fault(&self, fault: ImageFault) {
+        self.with(|s| s.images.faults.push_back(fault));
+    }
+
+    /// How many jobs the server created (ran); a replayed submission creates none.
+    pub fn job_runs(&self) -> usize {
+        self.with(|s| s.jobs.runs)
     }
 
     /// How many metered requests were charged to quota.

@@ -5,10 +5,11 @@
 //! every metered POST goes through, and the diagnostic `/api/v1/echo`.
 //!
 //! Each area's handlers and state live in its own file: `auth.rs` (sessions),
-//! `quota.rs`, `jobs.rs`, multipart uploads (`detect`, `vision`) in `upload.rs`; the SSE
-//! chat goes in `chat.rs`, added to [`find`]'s table.
+//! `quota.rs`, `jobs.rs`, `images.rs`, multipart uploads (`detect`, `vision`) in `upload.rs`;
+//! the SSE chat goes in `chat.rs`, added to [`find`]'s table.
 
 pub(crate) mod auth;
+pub(crate) mod images;
 pub(crate) mod jobs;
 pub(crate) mod quota;
 pub(crate) mod upload;
@@ -97,6 +98,7 @@ fn find(method: &Method, path: &str) -> Result<Handler, Box<Response<Body>>> {
         "/api/v1/jobs" => (&[Method::POST], A(jobs::create)),
         "/api/v1/detect" => (&[Method::POST], A(upload::detect)),
         "/api/v1/vision" => (&[Method::POST], A(upload::vision)),
+        "/api/v1/images" => (&[Method::POST], A(images::create)),
         "/api/v1/echo" => (ECHO, A(echo)),
         p if jobs::id_of(p).is_some() => (&[Method::GET], A(jobs::get)),
         _ => return Err(Box::new(error_resp(404, "not_found", "unknown path"))),

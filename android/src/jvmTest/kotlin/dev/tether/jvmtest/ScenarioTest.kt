@@ -30,6 +30,11 @@
  *      a call afterwards -> TetherException.SignedOut
  *  12. a TokenStore whose load() throws -> restoreSession() fails with
  *      TetherException.Storage and authState() stays Unknown
+ *  12b. (scenario.md 12) with a new user: generateImage writes a PNG sized by its IHDR
+ *      (300x100 asked, 300x256 from the server's clamp); a non-PNG reply -> Decode, no file
+ *  12c. (scenario.md 13) submitJob -> Queued; waitForJob with a Kotlin JobListener ->
+ *      Succeeded, the listener heard Running then Succeeded; a failing job is a Failed
+ *      value; an unknown kind -> InvalidInput(invalid_input); unknown id -> not_found
  *  13. a JVM that ends with 8 slow listeners and a slow logger still registered (and calls
  *      to them still queued) exits 0, whether main returns or calls exitProcess: this
  *      program run again as a child with `--exit-child return|exit`
@@ -47,6 +52,10 @@ import dev.tether.AuthState
 import dev.tether.CancelHandle
 import dev.tether.ClientConfig
 import dev.tether.HttpMethod
+import dev.tether.ImageOptions
+import dev.tether.JobInfo
+import dev.tether.JobListener
+import dev.tether.JobStatus
 import dev.tether.LogLevel
 import dev.tether.Logger
 import dev.tether.QuotaListener
@@ -126,6 +135,14 @@ private fun elapsedMs(start: Long) = (System.nanoTime() - start) / 1_000_000
 
 // ---------------------------------------------------------------------------------------
 // Kotlin implementations of the foreign traits
+
+/** Records every job status a wait reports. */
+class RecordingJobListener : JobListener {
+    val statuses = CopyOnWriteArrayList<JobStatus>()
+    override fun onStatusChanged(job: JobInfo) {
+        statuses.add(job.status)
+    }
+}
 
 /** What an app would back with EncryptedSharedPreferences / the Keystore. */
 class MapTokenStore : TokenStore {
@@ -501,6 +518,49 @@ private fun scenario(server: ContractServer, dataDir: String) {
             expect("authState() stays Unknown", broken.authState() == AuthState.Unknown) { "${broken.authState()}" }
         }
     }
+
+    val media = MapTokenStore()
+    val mediaClient = TetherClient(config.copy(dataDir = "$dataDir/media"), media)
+    step("images (scenario 12)") {
+        server.admin("quota-limit", """{"limit":50}""")
+        mediaClient.restoreSession()
+        mediaClient.signInAnonymously(null, null)
+        val out = "$dataDir/pictures"
+        val img = mediaClient.generateImage("a lighthouse", ImageOptions(300u, 100u, "$out/a.png"), null)
+        val head = java.io.File(img.path).readBytes().take(8)
+        val signature = listOf(0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A).map { it.toByte() }
+        expect(
+            "generateImage writes a PNG sized by its IHDR (300x256)",
+            img.width == 300u && img.height == 256u && head == signature && java.io.File(img.path).length() == img.byteSize.toLong(),
+        ) { "$img" }
+        server.admin("image-fault", """{"kind":"not-png"}""")
+        val e = thrown { mediaClient.generateImage("broken", ImageOptions(256u, 256u, "$out/b.png"), null) }
+        expect("a non-PNG reply -> TetherException.Decode", e is TetherException.Decode) { "got $e" }
+        val left = java.io.File(out).list()?.sorted()
+        expect("...and no file left behind", left == listOf("a.png")) { "$left" }
+    }
+
+    step("jobs (scenario 13)") {
+        val job = mediaClient.submitJob("transcribe", """{"url":"https://example.com/a.mp3","steps":3}""", null)
+        expect("submitJob -> Queued with an id", job.status == JobStatus.QUEUED && job.id.startsWith("j_")) { "$job" }
+        val heard = RecordingJobListener()
+        val done = mediaClient.waitForJob(job.id, heard, null)
+        expect(
+            "waitForJob -> Succeeded with a result",
+            done.status == JobStatus.SUCCEEDED && done.resultJson?.contains("transcript") == true,
+        ) { "$done" }
+        expect("the listener heard Running then Succeeded", heard.statuses == listOf(JobStatus.RUNNING, JobStatus.SUCCEEDED)) {
+            "${heard.statuses}"
+        }
+        val failing = mediaClient.submitJob("transcribe", """{"url":"https://example.com/a.mp3","fail":true}""", null)
+        val failedJob = mediaClient.waitForJob(failing.id, RecordingJobListener(), null)
+        expect("a failed job is a value", failedJob.status == JobStatus.FAILED && failedJob.error?.code == "internal") { "$failedJob" }
+        val e = thrown { mediaClient.submitJob("summarize", "{}", null) }
+        expect("unknown kind -> InvalidInput(invalid_input)", e is TetherException.InvalidInput && e.code == "invalid_input") { "got $e" }
+        val e2 = thrown { mediaClient.job("j_missing", null) }
+        expect("unknown id -> InvalidInput(not_found)", e2 is TetherException.InvalidInput && e2.code == "not_found") { "got $e2" }
+    }
+    mediaClient.close()
 
     subscription.close()
     client.close()
