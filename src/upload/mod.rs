@@ -63,7 +63,7 @@ pub struct PrepareOptions {
     /// The longest side, in pixels, of what is sent. A larger JPEG, PNG or WebP is
     /// turned upright (EXIF orientation), downscaled to fit (Lanczos3) and re-encoded as
     /// JPEG. `None`: never resize.
-    #[uniffi(default = 1024)]
+    #[uniffi(default = Some(1024))]
     pub max_dimension: Option<u32>,
     /// JPEG quality (1-100) of a re-encoded image.
     #[uniffi(default = 85)]
