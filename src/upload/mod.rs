@@ -294,6 +294,20 @@ impl Uploads {
     }
 }
 
+/// For `tether-upload-bench` only (not exported to the bindings): runs preflight and
+/// preparation on a file exactly as `detect` does, in `tmp_dir`, and says what would be
+/// sent; the prepared copy is removed before it returns.
+#[doc(hidden)]
+pub fn prepare_for_bench(
+    path: &str,
+    options: PrepareOptions,
+    tmp_dir: &str,
+) -> std::result::Result<ImageInfo, crate::error::TetherError> {
+    let image = ImageSource::File { path: path.into() };
+    let prepared = prepare(image, &options, Path::new(tmp_dir))?;
+    Ok(prepared.info.clone())
+}
+
 /// Sends the prepared image (and the extra part) as one logical request, reporting
 /// progress from this task.
 pub(crate) async fn send(
