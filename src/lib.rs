@@ -36,6 +36,8 @@ pub use paywall::{QuotaListener, QuotaSource, QuotaState};
 pub use quota::Quota;
 pub use runtime::CancelHandle;
 pub use subscription::Subscription;
+#[doc(hidden)]
+pub use upload::prepare_for_bench;
 pub use upload::{
     BoundingBox, DetectOptions, DetectedObject, Detection, ImageInfo, ImageSource, PrepareOptions,
     UploadProgress, VisionOptions, VisionReply,

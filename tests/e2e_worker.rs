@@ -8,7 +8,8 @@
 //! retried once, refresh-token reuse signing out, and sign-out (also once the access token
 //! has expired: the tenant `dev.tether.e2e.short-ttl` gets 2-second tokens from
 //! `scripts/e2e`), an image decoded to a PNG file and a `transcribe` job run to the end
-//! through the Worker's queue.
+//! through the Worker's queue, and an image upload: a real JPEG (sideways, with GPS) through
+//! `detect` and `vision`, the Worker reading the size of what it received.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -404,4 +405,77 @@ struct Quiet;
 
 impl tether::JobListener for Quiet {
     fn on_status_changed(&self, _job: tether::JobInfo) {}
+}
+
+/// Records the upload progress calls.
+#[derive(Default)]
+struct Progress(std::sync::Mutex<Vec<(u32, u32, u32)>>);
+
+impl tether::UploadProgress for Progress {
+    fn on_progress(&self, attempt: u32, sent: u32, total: u32) {
+        self.0.lock().unwrap().push((attempt, sent, total));
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the reference Worker: scripts/e2e"]
+async fn a_real_jpeg_is_uploaded_upright_to_detect_and_vision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SharedStore::default());
+    let c = client(store.clone(), &dir);
+    c.restore_session().await.unwrap();
+    c.sign_in_anonymously(None, None).await.unwrap();
+    // 1600x800 as stored, orientation 6 (upright it is 800x1600), GPS in its EXIF.
+    let photo = tether_test_server::sample::sideways_photo(1600, 800);
+    let path = dir.path().join("IMG_0001.JPG");
+    std::fs::write(&path, &photo).unwrap();
+    let image = || tether::ImageSource::File {
+        path: path.to_str().unwrap().into(),
+    };
+    let progress = Arc::new(Progress::default());
+    let d = c
+        .detect(image(), None, Some(progress.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(d.model, "standin-detect");
+    assert!(!d.objects.is_empty(), "{d:?}");
+    for o in &d.objects {
+        let b = &o.bounding_box;
+        assert!(
+            (0.0..=1.0).contains(&o.score) && b.x >= 0.0 && b.y >= 0.0 && b.x + b.width <= 1.0,
+            "{o:?}"
+        );
+    }
+    assert_eq!((d.image.width, d.image.height), (512, 1024));
+    assert!(d.image.resized && d.image.metadata_stripped);
+    let calls = progress.0.lock().unwrap().clone();
+    let last = *calls.last().unwrap();
+    assert!(last.0 == 1 && last.1 == last.2, "{calls:?}");
+    assert_eq!(c.quota().remaining, Some(2), "charged once");
+
+    // The Worker decodes the header of what it received: upright and downscaled.
+    let v = c
+        .vision(image(), "What is on top?".into(), None, None, None)
+        .await
+        .unwrap();
+    assert!(
+        v.response.contains("a 512x1024 JPEG image"),
+        "the Worker saw: {}",
+        v.response
+    );
+    assert!(v.response.contains("What is on top?"));
+
+    // Refused on the device: nothing reaches the Worker, nothing is charged.
+    let gif = tether::ImageSource::Bytes {
+        data: b"GIF89a\x01\x00\x01\x00\x00\x00".to_vec(),
+    };
+    let e = c.detect(gif, None, None, None).await.unwrap_err();
+    assert!(matches!(e, TetherError::UnsupportedMedia { .. }), "{e:?}");
+    c.detect(image(), None, None, None).await.unwrap();
+    match c.detect(image(), None, None, None).await {
+        Err(TetherError::PlanRequired { plan_required, .. }) => {
+            assert_eq!(plan_required.as_deref(), Some("pro"))
+        }
+        other => panic!("expected PlanRequired, got {other:?}"),
+    }
 }

@@ -10,6 +10,7 @@ Prints `N passed, M failed` last and exits 1 on any failure.
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "tether"))
@@ -88,6 +90,29 @@ def quota():
 def job():
     body = json.dumps({"kind": "transcribe", "input": {"media": "m"}})
     return tether.ApiRequest(method=tether.HttpMethod.POST, path="jobs", json_body=body, authenticated=True)
+
+
+def png_chunk(kind, data):
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def png_with_text(w, h):
+    """A PNG made by hand: red above blue, with a tEXt chunk naming a place. Returns the file
+    and the same file without its text chunk (what a lossless strip must send)."""
+    rows = b"".join(b"\0" + (b"\xe0\x10\x10" if y < h // 2 else b"\x10\x10\xe0") * w for y in range(h))
+    sig = b"\x89PNG\r\n\x1a\n"
+    ihdr = png_chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0]))
+    text = png_chunk(b"tEXt", b"Location\x0048.8583N 2.2945E")
+    rest = png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    return sig + ihdr + text + rest, sig + ihdr + rest
+
+
+class Progress(tether.UploadProgress):
+    def __init__(self):
+        self.calls = []
+
+    def on_progress(self, attempt, sent, total):
+        self.calls.append((attempt, sent, total))
 
 
 async def wait_until(pred, tries=200):
@@ -202,6 +227,47 @@ async def scenario(url, data_dir):
     except tether.TetherError.Storage:
         check("a locked keychain -> Storage error", True)
     check("...and the state stays Unknown (not signed out)", isinstance(c2.auth_state(), tether.AuthState.UNKNOWN) and locked.clears == 0)
+
+    # 14. Image upload: detect with a progress listener, then a 413 and a 402.
+    await client.sign_in_anonymously()
+    png, stripped = png_with_text(120, 80)
+    path = os.path.join(data_dir, "photo.jpg")  # a PNG named .jpg: sniffed from its bytes
+    with open(path, "wb") as f:
+        f.write(png)
+    progress = Progress()
+    d = await client.detect(tether.ImageSource.FILE(path=path), progress=progress)
+    check("detect finds the server's object", d.objects[0].label == "cat" and d.model == "yolov8n", repr(d))
+    i = d.image
+    check("ImageInfo: a PNG, 120x80, not resized, metadata stripped",
+          i.media_type == "image/png" and (i.width, i.height) == (120, 80) and not i.resized
+          and i.metadata_stripped and i.byte_size == len(stripped), repr(i))
+    ups = admin(url, "uploads")["uploads"]
+    check("the server received the PNG without its text chunk (SHA-256)",
+          len(ups) == 1 and ups[0]["sha256"] == hashlib.sha256(stripped).hexdigest()
+          and ups[0]["content_type"] == "image/png", repr(ups))
+    last = progress.calls[-1] if progress.calls else None
+    check("the UploadProgress ends at sent == total on attempt 1",
+          last is not None and last[0] == 1 and last[1] == last[2] > len(stripped)
+          and all(a[1] <= b[1] for a, b in zip(progress.calls, progress.calls[1:])), repr(progress.calls))
+    admin(url, "upload-limit", {"bytes": 100})
+    try:
+        await client.detect(tether.ImageSource.FILE(path=path))
+        check("over the server's limit -> PayloadTooLarge", False, "no error")
+    except tether.TetherError.PayloadTooLarge as e:
+        check("over the server's limit -> PayloadTooLarge", e.max_bytes == 100, repr(e))
+    admin(url, "upload-limit")
+    admin(url, "quota-limit", {"limit": 0})
+    try:
+        await client.detect(tether.ImageSource.BYTES(data=png), progress=Progress())
+        check("detect with the quota used up -> PlanRequired", False, "no error")
+    except tether.TetherError.PlanRequired as e:
+        check("detect with the quota used up -> PlanRequired", e.plan_required == "pro" and e.quota.remaining == 0, repr(e))
+    n = len(admin(url, "uploads")["uploads"])
+    check("...and nothing was charged", n == 1, f"uploads={n}")
+    admin(url, "quota-limit", {"limit": 50})
+    q = await client.refresh_quota()
+    check("refresh_quota() lifts the paywall", q.paywall is None, repr(q))
+    await client.sign_out()
 
 
 class QuotaEvents(tether.QuotaListener):

@@ -1,7 +1,8 @@
 //! `tether demo`: a walkthrough of what the core does (sign-in, quota, retries with one
 //! idempotency key, single-flight refresh, restore on next launch, an image decoded to a
 //! PNG file, a job waited on to the end, the paywall through the quota state and its
-//! listener up to a purchase that lifts it, sign-out)
+//! listener up to a purchase that lifts it, a photo upload that arrives upright and
+//! without its GPS position, sign-out)
 //! against an embedded local contract server on loopback. It checks its own steps, so
 //! the test command fails loudly if it ever stops demonstrating what it claims.
 
@@ -63,6 +64,154 @@ impl tether::QuotaListener for PaywallSeen {
     fn on_paywall(&self, _plan_required: String, _state: tether::QuotaState) {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// Records every `UploadProgress` call.
+#[derive(Default)]
+struct ProgressSeen(std::sync::Mutex<Vec<(u32, u32, u32)>>);
+
+impl ProgressSeen {
+    fn calls(&self) -> Vec<(u32, u32, u32)> {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl tether::UploadProgress for ProgressSeen {
+    fn on_progress(&self, attempt: u32, sent: u32, total: u32) {
+        if let Ok(mut c) = self.0.lock() {
+            c.push((attempt, sent, total));
+        }
+    }
+}
+
+/// The EXIF of a JPEG, if it has any.
+fn exif_of(jpeg: &[u8]) -> Option<exif::Exif> {
+    exif::Reader::new()
+        .read_from_container(&mut std::io::Cursor::new(jpeg))
+        .ok()
+}
+
+fn has_gps(e: Option<&exif::Exif>) -> bool {
+    e.is_some_and(|e| {
+        e.get_field(exif::Tag::GPSLatitude, exif::In::PRIMARY)
+            .is_some()
+    })
+}
+
+fn orientation(e: Option<&exif::Exif>) -> u32 {
+    e.and_then(|e| e.get_field(exif::Tag::Orientation, exif::In::PRIMARY))
+        .and_then(|f| f.value.get_uint(0))
+        .unwrap_or(1)
+}
+
+/// Decodes a JPEG: RGB pixels, width, height.
+fn pixels(jpeg: &[u8]) -> Option<(Vec<u8>, usize, usize)> {
+    let mut d = jpeg_decoder::Decoder::new(std::io::Cursor::new(jpeg));
+    let px = d.decode().ok()?;
+    let info = d.info()?;
+    (info.pixel_format == jpeg_decoder::PixelFormat::RGB24).then_some((
+        px,
+        info.width.into(),
+        info.height.into(),
+    ))
+}
+
+/// The upload step: a sideways photo with a GPS position goes through `detect`; what the
+/// server received is read back (pixels and EXIF) to show it is upright and has no GPS.
+async fn upload_step(
+    client: &TetherClient,
+    server: &TestServer,
+    dir: &std::path::Path,
+    expect: &mut impl FnMut(bool, &str),
+) -> Result<(), TetherError> {
+    // As stored: 1600x800, left red, right blue; orientation 6 shows it turned a
+    // quarter clockwise: 800x1600, red on top.
+    let photo = tether_test_server::sample::sideways_photo(1600, 800);
+    let path = dir.join("IMG_0001.JPG");
+    std::fs::write(&path, &photo).map_err(|e| TetherError::Storage {
+        detail: format!("{}: {e}", path.display()),
+    })?;
+    let before = exif_of(&photo);
+    println!(
+        "\n8. Upload a photo: detect(IMG_0001.JPG) with a progress listener. The file: 1600x800 as stored, \
+         EXIF orientation {}, GPS position in EXIF: {}, {} bytes",
+        orientation(before.as_ref()),
+        has_gps(before.as_ref()),
+        photo.len()
+    );
+    let progress = Arc::new(ProgressSeen::default());
+    let image = tether::ImageSource::File {
+        path: path.to_string_lossy().into_owned(),
+    };
+    let d = client
+        .detect(image, None, Some(progress.clone()), None)
+        .await?;
+    let found: Vec<String> = d
+        .objects
+        .iter()
+        .map(|o| format!("{} {:.2}", o.label, o.score))
+        .collect();
+    println!(
+        "   -> {:?} by {}; sent {} {}x{}, {} bytes (resized: {}, metadata stripped: {})",
+        found,
+        d.model,
+        d.image.media_type,
+        d.image.width,
+        d.image.height,
+        d.image.byte_size,
+        d.image.resized,
+        d.image.metadata_stripped
+    );
+    let calls = progress.calls();
+    let up = server.uploads().pop();
+    let body_len = up.as_ref().and_then(|u| u.content_length).unwrap_or(0);
+    let last = calls.last().copied();
+    println!(
+        "   progress: {} call(s), last {:?} (attempt, sent, total); the body was {body_len} bytes",
+        calls.len(),
+        last
+    );
+    expect(
+        last.is_some_and(|(a, s, t)| a == 1 && s == t && u64::from(t) == body_len),
+        "step 8: the last progress call is sent == total == the body length",
+    );
+    let got = up.and_then(|u| u.image).unwrap_or_default();
+    let after = exif_of(&got);
+    let px = pixels(&got);
+    let (top, bottom, w, h) = match &px {
+        Some((px, w, h)) => {
+            let at = |x: usize, y: usize| {
+                let i = (y * w + x) * 3;
+                px.get(i..i + 3)
+                    .map(|p| [p[0], p[1], p[2]])
+                    .unwrap_or_default()
+            };
+            (at(w / 2, h / 8), at(w / 2, h * 7 / 8), *w, *h)
+        }
+        None => ([0; 3], [0; 3], 0, 0),
+    };
+    println!(
+        "   the server received {} bytes: {w}x{h} pixels, top {top:?}, bottom {bottom:?} (RGB); \
+         EXIF: {}, GPS: {}",
+        got.len(),
+        if after.is_some() { "present" } else { "none" },
+        has_gps(after.as_ref())
+    );
+    let red = |p: [u8; 3]| p[0] > 180 && p[2] < 60;
+    let blue = |p: [u8; 3]| p[2] > 180 && p[0] < 60;
+    expect(
+        (w, h) == (512, 1024) && red(top) && blue(bottom) && orientation(after.as_ref()) == 1,
+        "step 8: the server got the photo upright (portrait pixels, red on top, no rotation tag)",
+    );
+    expect(
+        has_gps(before.as_ref()) && !has_gps(after.as_ref()),
+        "step 8: GPS in the original, none in what was sent",
+    );
+    expect(
+        d.image.resized && d.image.metadata_stripped && got.len() as u32 == d.image.byte_size,
+        "step 8: ImageInfo says what was sent",
+    );
+    Ok(())
 }
 
 /// Runs the walkthrough; returns the steps that did not go as the text says (so the test
@@ -269,7 +418,7 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
     );
     expect(
         matches!(fail_fast, Err(TetherError::PlanRequired { .. })) && sent == 0,
-        "step 6: fail-fast without a request",
+        "step 7: fail-fast without a request",
     );
     for _ in 0..100 {
         if paywalls.raised() > 0 {
@@ -281,7 +430,7 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
         "   the QuotaListener heard on_paywall {} time(s)",
         paywalls.raised()
     );
-    expect(paywalls.raised() == 1, "step 6: on_paywall once");
+    expect(paywalls.raised() == 1, "step 7: on_paywall once");
 
     // The purchase completes; the backend raises the plan; the app asks for the quota.
     server.set_plan("pro", 5000);
@@ -296,16 +445,18 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
     println!("   the metered call succeeds again: {}", lifted.is_ok());
     expect(
         after.paywall.is_none() && after.plan.as_deref() == Some("pro") && lifted.is_ok(),
-        "step 6: paywall lifted after the purchase",
+        "step 7: paywall lifted after the purchase",
     );
+
+    upload_step(&next_launch, &server, &dir, &mut expect).await?;
 
     next_launch.sign_out().await?;
     expect(
         next_launch.auth_state() == AuthState::SignedOut && !store_path.exists(),
-        "step 8: signed out, store cleared",
+        "step 9: signed out, store cleared",
     );
     println!(
-        "\n8. sign_out() -> {:?}; store cleared: {}",
+        "\n9. sign_out() -> {:?}; store cleared: {}",
         next_launch.auth_state(),
         !store_path.exists()
     );
@@ -313,7 +464,7 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
         Err(TetherError::SignedOut) => {
             println!("   a call now fails with SignedOut (route to sign-in)")
         }
-        other => expect(false, &format!("step 8: expected SignedOut, got {other:?}")),
+        other => expect(false, &format!("step 9: expected SignedOut, got {other:?}")),
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("\ndone.");

@@ -32,7 +32,16 @@ use crate::transport::{Body, Multipart, Part, Request, Source};
 
 pub(crate) use prepare::{prepare, Prepared};
 
-/// The image to upload.
+/// The image to upload: JPEG, PNG, WebP or HEIC, recognised from its bytes (never its
+/// name). HEIC cannot be decoded or rewritten here, so it is sent as it is, metadata
+/// included (`ImageInfo.metadata_stripped` is false): to strip it, convert it to JPEG on
+/// the platform first. iOS: `UIImage(contentsOfFile:)?.jpegData(compressionQuality: 0.9)`,
+/// or `CGImageSourceCreateWithURL` + `CGImageDestinationCreateWithURL(url,
+/// UTType.jpeg.identifier, 1, nil)` + `CGImageDestinationAddImageFromSource` with
+/// `kCGImageDestinationMetadata` left out (and `kCGImagePropertyGPSDictionary` set to
+/// `kCFNull`). Android: `ImageDecoder.decodeBitmap(ImageDecoder.createSource(file))`, then
+/// `bitmap.compress(Bitmap.CompressFormat.JPEG, 90, out)` (a `Bitmap` carries no EXIF,
+/// and `ImageDecoder` has already applied the orientation).
 #[derive(Clone, PartialEq, uniffi::Enum)]
 pub enum ImageSource {
     /// A file on the device, e.g. a photo the app just took. Streamed from disk.
@@ -58,12 +67,23 @@ impl std::fmt::Debug for ImageSource {
 
 /// How the image is prepared on the device before it is sent. The defaults suit the
 /// models the backend runs (their inputs are well under 1024 px).
+///
+/// What `strip_metadata` removes, exactly: the EXIF block (GPS position, camera make and
+/// model, serial numbers, dates, the embedded thumbnail, maker notes), XMP (APP1 in a
+/// JPEG, `XMP ` in WebP, `iTXt` in PNG), IPTC/Photoshop (APP13), JPEG comments (COM) and
+/// other application segments (APP2-APP15 except the ICC profile and Adobe's APP14), the
+/// extra pictures of a multi-picture JPEG (with their own EXIF), PNG `eXIf`/`tEXt`/`zTXt`/
+/// `iTXt`/`tIME` chunks, and WebP `EXIF`/`XMP ` chunks. Kept: the pixels, the ICC colour profile,
+/// JFIF, Adobe and PNG colour/physical chunks; a photo stored sideways and sent without a
+/// resize keeps one EXIF tag, its orientation, so it still shows upright. A resized image
+/// is re-encoded as JPEG with no EXIF at all (it is already upright) and its ICC profile.
+/// HEIC is not stripped: see `ImageSource`.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct PrepareOptions {
     /// The longest side, in pixels, of what is sent. A larger JPEG, PNG or WebP is
     /// turned upright (EXIF orientation), downscaled to fit (Lanczos3) and re-encoded as
     /// JPEG. `None`: never resize.
-    #[uniffi(default = 1024)]
+    #[uniffi(default = Some(1024))]
     pub max_dimension: Option<u32>,
     /// JPEG quality (1-100) of a re-encoded image.
     #[uniffi(default = 85)]
@@ -292,6 +312,20 @@ impl Uploads {
             .await
             .map_err(|e| Error::Storage(format!("image preparation stopped: {e}")))?
     }
+}
+
+/// For `tether-upload-bench` only (not exported to the bindings): runs preflight and
+/// preparation on a file exactly as `detect` does, in `tmp_dir`, and says what would be
+/// sent; the prepared copy is removed before it returns.
+#[doc(hidden)]
+pub fn prepare_for_bench(
+    path: &str,
+    options: PrepareOptions,
+    tmp_dir: &str,
+) -> std::result::Result<ImageInfo, crate::error::TetherError> {
+    let image = ImageSource::File { path: path.into() };
+    let prepared = prepare(image, &options, Path::new(tmp_dir))?;
+    Ok(prepared.info.clone())
 }
 
 /// Sends the prepared image (and the extra part) as one logical request, reporting

@@ -101,3 +101,70 @@ pub(crate) async fn report<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Calls(Mutex<Vec<(u32, u32, u32)>>);
+
+    impl UploadProgress for Calls {
+        fn on_progress(&self, attempt: u32, sent: u32, total: u32) {
+            self.0.lock().unwrap().push((attempt, sent, total));
+        }
+    }
+
+    /// The body's last bytes go out and the answer arrives within one poll of the work, so
+    /// no tick can see `sent == total`: only the final call reports it.
+    #[tokio::test]
+    async fn the_last_call_of_a_successful_attempt_is_sent_equals_total() {
+        let counter = Counter::default();
+        let hook = counter.hook();
+        let calls = Arc::new(Calls::default());
+        let work = async {
+            hook(0, 1000);
+            hook(400, 1000);
+            // Long enough for the ticker to report 400 of attempt 1.
+            tokio::time::sleep(INTERVAL * 3).await;
+            hook(0, 1000); // a retry
+            hook(300, 1000);
+            tokio::time::sleep(INTERVAL * 3).await;
+            hook(1000, 1000);
+            Ok(())
+        };
+        report(work, &counter, Some(calls.clone())).await.unwrap();
+        let seen = calls.0.lock().unwrap().clone();
+        assert_eq!(seen.last(), Some(&(2, 1000, 1000)), "{seen:?}");
+        assert!(seen.contains(&(1, 400, 1000)), "{seen:?}");
+        assert!(seen.iter().all(|c| c.1 < 1000 || c.0 == 2), "{seen:?}");
+
+        // A body sent and answered in one poll: the final call is the only one.
+        let counter = Counter::default();
+        let hook = counter.hook();
+        let calls = Arc::new(Calls::default());
+        let work = async {
+            hook(0, 10);
+            hook(10, 10);
+            Ok(())
+        };
+        report(work, &counter, Some(calls.clone())).await.unwrap();
+        assert_eq!(*calls.0.lock().unwrap(), vec![(1, 10, 10)]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_makes_no_final_call() {
+        let counter = Counter::default();
+        let hook = counter.hook();
+        let calls = Arc::new(Calls::default());
+        let work = async {
+            hook(0, 10);
+            hook(10, 10);
+            Err::<(), _>(crate::error::Error::Cancelled)
+        };
+        assert!(report(work, &counter, Some(calls.clone())).await.is_err());
+        assert!(calls.0.lock().unwrap().is_empty());
+    }
+}

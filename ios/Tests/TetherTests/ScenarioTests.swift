@@ -178,6 +178,68 @@ private func eventually(_ timeout: TimeInterval = 5, _ cond: () -> Bool) async -
     return cond()
 }
 
+
+/// Records every upload progress call.
+final class RecordingProgress: UploadProgress, @unchecked Sendable {
+    private let lock = NSLock()
+    private var _calls: [(UInt32, UInt32, UInt32)] = []
+    var calls: [(UInt32, UInt32, UInt32)] { lock.lock(); defer { lock.unlock() }; return _calls }
+    func onProgress(attempt: UInt32, sent: UInt32, total: UInt32) {
+        lock.lock(); _calls.append((attempt, sent, total)); lock.unlock()
+    }
+}
+
+private let crcTable: [UInt32] = (0..<256).map { n -> UInt32 in
+    var c = UInt32(n)
+    for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+    return c
+}
+
+private func crc32(_ bytes: [UInt8]) -> UInt32 {
+    var c: UInt32 = 0xFFFF_FFFF
+    for b in bytes { c = crcTable[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+    return c ^ 0xFFFF_FFFF
+}
+
+private func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
+
+private func pngChunk(_ kind: String, _ data: [UInt8]) -> [UInt8] {
+    let body = Array(kind.utf8) + data
+    return be32(UInt32(data.count)) + body + be32(crc32(body))
+}
+
+/// zlib with stored (uncompressed) deflate blocks: enough for a test PNG.
+private func zlibStored(_ data: [UInt8]) -> [UInt8] {
+    var out: [UInt8] = [0x78, 0x01]
+    var i = 0
+    repeat {
+        let n = min(65535, data.count - i)
+        let last: UInt8 = i + n >= data.count ? 1 : 0
+        out += [last, UInt8(n & 0xFF), UInt8(n >> 8), UInt8(~n & 0xFF), UInt8((~n >> 8) & 0xFF)]
+        out += data[i..<(i + n)]
+        i += n
+    } while i < data.count
+    var a: UInt32 = 1, b: UInt32 = 0
+    for x in data { a = (a + UInt32(x)) % 65521; b = (b + a) % 65521 }
+    return out + be32((b << 16) | a)
+}
+
+/// A PNG made by hand (red above blue) with a tEXt chunk naming a place, and the same file
+/// without the text chunk (what a lossless strip must send).
+private func pngWithText(width w: Int, height h: Int) -> (Data, Data) {
+    var rows: [UInt8] = []
+    for y in 0..<h {
+        rows.append(0)
+        let px: [UInt8] = y < h / 2 ? [0xE0, 0x10, 0x10] : [0x10, 0x10, 0xE0]
+        for _ in 0..<w { rows += px }
+    }
+    let sig: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
+    let head = sig + pngChunk("IHDR", be32(UInt32(w)) + be32(UInt32(h)) + [8, 2, 0, 0, 0])
+    let text = pngChunk("tEXt", Array("Location".utf8) + [0] + Array("48.8583N 2.2945E".utf8))
+    let rest = pngChunk("IDAT", zlibStored(rows)) + pngChunk("IEND", [])
+    return (Data(head + text + rest), Data(head + rest))
+}
+
 // MARK: - The scenario
 
 final class ScenarioTests: XCTestCase {
@@ -230,6 +292,55 @@ final class ScenarioTests: XCTestCase {
         }
         XCTAssertTrue(message.contains("keychain locked"), message)
         XCTAssertEqual(client.authState(), .unknown, "a failing store must not sign the user out")
+    }
+
+    /// scenario.md step 12: detect with a Swift UploadProgress on a PNG written by hand (with
+    /// a tEXt chunk, named .jpg); the server received it without the chunk; then a 413 and a
+    /// 402. (Apps convert HEIC first: `UIImage.jpegData(compressionQuality:)`.)
+    func testImageUpload() async throws {
+        let client = try TetherClient(config: config("upload"), tokenStore: MapTokenStore())
+        _ = try await client.signInAnonymously(deviceId: "device-swift-upload", cancel: nil)
+        let (png, stripped) = pngWithText(width: 120, height: 80)
+        let path = (dataDir as NSString).appendingPathComponent("photo.jpg")
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        try png.write(to: URL(fileURLWithPath: path))
+        let progress = RecordingProgress()
+        let d = try await client.detect(image: .file(path: path), options: nil, progress: progress, cancel: nil)
+        XCTAssertEqual(d.objects.first?.label, "cat")
+        XCTAssertEqual(d.image.mediaType, "image/png")
+        XCTAssertEqual(d.image.width, 120)
+        XCTAssertEqual(d.image.height, 80)
+        XCTAssertFalse(d.image.resized)
+        XCTAssertTrue(d.image.metadataStripped)
+        XCTAssertEqual(Int(d.image.byteSize), stripped.count)
+        let ups = try JSONSerialization.jsonObject(with: try await server.admin("uploads")) as? [String: Any]
+        let list = ups?["uploads"] as? [[String: Any]] ?? []
+        XCTAssertEqual(list.count, 1)
+        XCTAssertEqual(list.first?["len"] as? Int, stripped.count, "the text chunk was removed")
+        XCTAssertEqual(list.first?["content_type"] as? String, "image/png")
+        let last = progress.calls.last
+        XCTAssertEqual(last?.0, 1)
+        XCTAssertEqual(last?.1, last?.2, "the last progress call is sent == total: \(progress.calls)")
+
+        try await server.admin("upload-limit", #"{"bytes":100}"#)
+        let tooBig = await tetherError { _ = try await client.detect(image: .file(path: path), options: nil, progress: nil, cancel: nil) }
+        if case let .PayloadTooLarge(maxBytes, _)? = tooBig {
+            XCTAssertEqual(maxBytes, 100)
+        } else {
+            XCTFail("expected .PayloadTooLarge, got \(String(describing: tooBig))")
+        }
+        try await server.admin("upload-limit")
+        try await server.admin("quota-limit", #"{"limit":0}"#)
+        let paywall = await tetherError { _ = try await client.detect(image: .bytes(data: png), options: nil, progress: RecordingProgress(), cancel: nil) }
+        if case let .PlanRequired(planRequired, reported, _)? = paywall {
+            XCTAssertEqual(planRequired, "pro")
+            XCTAssertEqual(reported?.remaining, 0)
+        } else {
+            XCTFail("expected .PlanRequired, got \(String(describing: paywall))")
+        }
+        try await server.admin("quota-limit", #"{"limit":50}"#)
+        let q = try await client.refreshQuota(cancel: nil)
+        XCTAssertNil(q.paywall)
     }
 
     func testScenario() async throws {

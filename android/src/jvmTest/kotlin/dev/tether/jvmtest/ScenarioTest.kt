@@ -35,6 +35,13 @@
  *  12c. (scenario.md 13) submitJob -> Queued; waitForJob with a Kotlin JobListener ->
  *      Succeeded, the listener heard Running then Succeeded; a failing job is a Failed
  *      value; an unknown kind -> InvalidInput(invalid_input); unknown id -> not_found
+ *  14. (scenario.md 14) image upload: signed in again, detect() on a PNG this
+ *      program wrote by hand (named .jpg, with a tEXt chunk) with a Kotlin UploadProgress
+ *      -> the server's "cat", ImageInfo (image/png, not resized, metadata stripped); the
+ *      server received exactly the PNG minus its text chunk (SHA-256); the last progress
+ *      call is sent == total on attempt 1; upload-limit 100 -> PayloadTooLarge(maxBytes
+ *      100); quota-limit 0 -> PlanRequired("pro") and no upload recorded; refreshQuota()
+ *      lifts the paywall once the limit is back
  *  13. a JVM that ends with 8 slow listeners and a slow logger still registered (and calls
  *      to them still queued) exits 0, whether main returns or calls exitProcess: this
  *      program run again as a child with `--exit-child return|exit`
@@ -56,6 +63,7 @@ import dev.tether.ImageOptions
 import dev.tether.JobInfo
 import dev.tether.JobListener
 import dev.tether.JobStatus
+import dev.tether.ImageSource
 import dev.tether.LogLevel
 import dev.tether.Logger
 import dev.tether.QuotaListener
@@ -66,7 +74,12 @@ import dev.tether.TetherClient
 import dev.tether.TetherException
 import dev.tether.TokenStore
 import dev.tether.TokenStoreException
+import dev.tether.UploadProgress
 import dev.tether.tetherVersion
+import java.io.ByteArrayOutputStream
+import java.security.MessageDigest
+import java.util.zip.CRC32
+import java.util.zip.DeflaterOutputStream
 import java.io.BufferedReader
 import java.io.InputStreamReader
 import java.net.URI
@@ -214,6 +227,52 @@ class SlowLogger : Logger {
         count.incrementAndGet()
     }
 }
+
+
+/** Records every upload progress call. */
+class RecordingProgress : UploadProgress {
+    val calls = CopyOnWriteArrayList<Triple<UInt, UInt, UInt>>()
+    override fun onProgress(attempt: UInt, sent: UInt, total: UInt) {
+        calls.add(Triple(attempt, sent, total))
+    }
+}
+
+private fun pngChunk(out: ByteArrayOutputStream, kind: String, data: ByteArray) {
+    val head = kind.toByteArray(Charsets.US_ASCII)
+    val crc = CRC32().apply { update(head); update(data) }.value
+    out.write(java.nio.ByteBuffer.allocate(4).putInt(data.size).array())
+    out.write(head)
+    out.write(data)
+    out.write(java.nio.ByteBuffer.allocate(4).putInt(crc.toInt()).array())
+}
+
+/**
+ * A PNG made by hand (red above blue) with a tEXt chunk naming a place; returns it and the
+ * same file without the text chunk, which is what a lossless strip must send.
+ */
+private fun pngWithText(w: Int, h: Int): Pair<ByteArray, ByteArray> {
+    val rows = ByteArrayOutputStream()
+    for (y in 0 until h) {
+        rows.write(0)
+        val px = if (y < h / 2) byteArrayOf(0xe0.toByte(), 0x10, 0x10) else byteArrayOf(0x10, 0x10, 0xe0.toByte())
+        repeat(w) { rows.write(px) }
+    }
+    val z = ByteArrayOutputStream().also { DeflaterOutputStream(it).use { d -> d.write(rows.toByteArray()) } }
+    val ihdr = java.nio.ByteBuffer.allocate(13).putInt(w).putInt(h).put(byteArrayOf(8, 2, 0, 0, 0)).array()
+    fun build(withText: Boolean): ByteArray {
+        val out = ByteArrayOutputStream()
+        out.write(byteArrayOf(0x89.toByte(), 'P'.code.toByte(), 'N'.code.toByte(), 'G'.code.toByte(), 13, 10, 26, 10))
+        pngChunk(out, "IHDR", ihdr)
+        if (withText) pngChunk(out, "tEXt", "Location\u000048.8583N 2.2945E".toByteArray(Charsets.ISO_8859_1))
+        pngChunk(out, "IDAT", z.toByteArray())
+        pngChunk(out, "IEND", ByteArray(0))
+        return out.toByteArray()
+    }
+    return build(true) to build(false)
+}
+
+private fun sha256Hex(b: ByteArray): String =
+    MessageDigest.getInstance("SHA-256").digest(b).joinToString("") { "%02x".format(it) }
 
 // ---------------------------------------------------------------------------------------
 // The contract server (`tether serve`) and its admin endpoints
@@ -561,6 +620,53 @@ private fun scenario(server: ContractServer, dataDir: String) {
         expect("unknown id -> InvalidInput(not_found)", e2 is TetherException.InvalidInput && e2.code == "not_found") { "got $e2" }
     }
     mediaClient.close()
+
+
+    step("image upload: detect with progress, 413, 402") {
+        client.signInAnonymously("device-jvm-upload", null)
+        val (png, stripped) = pngWithText(120, 80)
+        val file = java.io.File(dataDir, "photo.jpg") // a PNG named .jpg: sniffed from its bytes
+        file.writeBytes(png)
+        val progress = RecordingProgress()
+        val d = client.detect(ImageSource.File(file.path), null, progress, null)
+        expect("detect finds the server's object", d.objects.firstOrNull()?.label == "cat" && d.model == "yolov8n") { "$d" }
+        val i = d.image
+        expect(
+            "ImageInfo: a PNG, 120x80, not resized, metadata stripped",
+            i.mediaType == "image/png" && i.width == 120u && i.height == 80u && !i.resized &&
+                i.metadataStripped && i.byteSize.toInt() == stripped.size,
+        ) { "$i" }
+        val ups = server.admin("uploads")
+        expect(
+            "the server received the PNG without its text chunk (SHA-256)",
+            Regex(""""sha256"""").findAll(ups).count() == 1 && ups.contains(sha256Hex(stripped)) && ups.contains("image/png"),
+        ) { ups }
+        val last = progress.calls.lastOrNull()
+        expect(
+            "the UploadProgress ends at sent == total on attempt 1",
+            last != null && last.first == 1u && last.second == last.third && last.third.toInt() > stripped.size &&
+                progress.calls.zipWithNext().all { (a, b) -> a.second <= b.second },
+        ) { "${progress.calls}" }
+        server.admin("upload-limit", """{"bytes":100}""")
+        val e = thrown { client.detect(ImageSource.File(file.path), null, null, null) }
+        expect(
+            "over the server's limit -> PayloadTooLarge(maxBytes = 100)",
+            e is TetherException.PayloadTooLarge && e.maxBytes == 100u,
+        ) { "got $e" }
+        server.admin("upload-limit")
+        server.admin("quota-limit", """{"limit":0}""")
+        val e2 = thrown { client.detect(ImageSource.Bytes(png), null, RecordingProgress(), null) }
+        expect(
+            "detect with the quota used up -> PlanRequired(\"pro\", 0 remaining)",
+            e2 is TetherException.PlanRequired && e2.planRequired == "pro" && e2.quota?.remaining == 0u,
+        ) { "got $e2" }
+        val after = server.admin("uploads")
+        expect("...and nothing was charged", Regex(""""sha256"""").findAll(after).count() == 1) { after }
+        server.admin("quota-limit", """{"limit":50}""")
+        val q = client.refreshQuota(null)
+        expect("refreshQuota() lifts the paywall", q.paywall == null) { "$q" }
+        client.signOut()
+    }
 
     subscription.close()
     client.close()
