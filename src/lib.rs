@@ -14,6 +14,7 @@ mod logging;
 mod quota;
 mod retry;
 mod runtime;
+mod sse;
 mod store;
 mod subscription;
 mod transport;
