@@ -16,6 +16,7 @@
 //! processes sharing a `data_dir` queue (up to the busy timeout) instead of failing
 //! half-way.
 
+pub mod history;
 pub mod kv;
 mod schema;
 
@@ -166,6 +167,8 @@ fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The history's queries (pages, search, streaming appends) all stay prepared.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 

@@ -15,7 +15,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // v1: the key-value facts.
     "CREATE TABLE kv (
         key        TEXT PRIMARY KEY NOT NULL,
@@ -32,6 +32,55 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO kv_v2 (key, value, updated_at) SELECT key, value, updated_at FROM kv;
     DROP TABLE kv;
     ALTER TABLE kv_v2 RENAME TO kv;",
+    // v3: quota (the lead's; lands on merge).
+    // v4: jobs (lands on merge).
+    // v5: the conversation history (`history.rs`). Messages are keyed for paging by
+    // `seq`, the rowid (insertion order), and by their text `id` everywhere else.
+    // The FTS index holds finished messages only: a reply re-written ten times a second
+    // while it streams is indexed once, when it stops streaming.
+    "CREATE TABLE conversations (
+        id            TEXT PRIMARY KEY NOT NULL,
+        title         TEXT NOT NULL,
+        system_prompt TEXT,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        archived      INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX conversations_recent ON conversations (archived, updated_at DESC, id DESC);
+    CREATE TABLE messages (
+        seq               INTEGER PRIMARY KEY,
+        id                TEXT NOT NULL UNIQUE,
+        conversation_id   TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        role              TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+        content           TEXT NOT NULL,
+        status            TEXT NOT NULL
+            CHECK (status IN ('complete', 'streaming', 'incomplete', 'cancelled', 'failed')),
+        created_at        INTEGER NOT NULL,
+        model             TEXT,
+        prompt_tokens     INTEGER,
+        completion_tokens INTEGER,
+        error             TEXT,
+        attachments       TEXT
+    ) STRICT;
+    CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
+    CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming';
+    CREATE VIRTUAL TABLE messages_fts USING fts5 (
+        content, content = 'messages', content_rowid = 'seq', tokenize = 'unicode61'
+    );
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
+        WHEN new.status <> 'streaming' BEGIN
+        INSERT INTO messages_fts (rowid, content) VALUES (new.seq, new.content);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+        WHEN old.status <> 'streaming' BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.seq, old.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, status ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content)
+            SELECT 'delete', old.seq, old.content WHERE old.status <> 'streaming';
+        INSERT INTO messages_fts (rowid, content)
+            SELECT new.seq, new.content WHERE new.status <> 'streaming';
+    END;",
 ];
 
 /// The schema version this library writes.
@@ -131,7 +180,7 @@ mod tests {
         migrate(&mut conn).unwrap();
         let tables: i64 = conn
             .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'kv'",
                 [],
                 |r| r.get(0),
             )
