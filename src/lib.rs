@@ -6,6 +6,7 @@ uniffi::setup_scaffolding!();
 
 mod api;
 mod auth;
+mod chat;
 mod client;
 mod config;
 mod core;
@@ -14,7 +15,7 @@ mod logging;
 mod quota;
 mod retry;
 mod runtime;
-mod sse;
+pub mod sse;
 mod store;
 mod subscription;
 mod transport;
@@ -23,12 +24,17 @@ pub use auth::{
     file_token_store, in_memory_token_store, AuthListener, AuthState, FileTokenStore,
     InMemoryTokenStore, TokenStore, TokenStoreError, User,
 };
+pub use chat::{ChatListener, ChatOptions};
 pub use client::{ApiRequest, ApiResponse, HttpMethod, TetherClient};
 pub use config::{ClientConfig, RetryPolicy, Timeouts};
 pub use error::TetherError;
 pub use logging::{LogLevel, Logger};
 pub use quota::Quota;
 pub use runtime::CancelHandle;
+pub use store::history::{
+    Attachment, Conversation, ConversationPage, ImportSummary, Message, MessagePage,
+    MessageStatus, PageAt, Role, SearchHit, SearchQuery, TokenUsage,
+};
 pub use subscription::Subscription;
 
 /// The library's version (`tether/<version>` in the User-Agent).

@@ -46,10 +46,16 @@ pub struct Event {
 pub enum SseError {
     /// A line grew past [`Limits::max_line`] without ending.
     #[error("an event-stream line is longer than {limit} bytes")]
-    LineTooLong { limit: usize },
+    LineTooLong {
+        /// The cap.
+        limit: usize,
+    },
     /// An event's data grew past [`Limits::max_event`].
     #[error("an event-stream event is larger than {limit} bytes")]
-    EventTooLarge { limit: usize },
+    EventTooLarge {
+        /// The cap.
+        limit: usize,
+    },
 }
 
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
@@ -79,6 +85,7 @@ impl Default for Parser {
 }
 
 impl Parser {
+    /// A parser at the start of a stream.
     pub fn new(limits: Limits) -> Self {
         Parser {
             limits,
@@ -94,7 +101,6 @@ impl Parser {
     }
 
     /// The reconnection time the stream asked for (`retry:`), in milliseconds.
-    #[allow(dead_code, reason = "part of the EventSource model; chat does not reconnect")]
     pub fn retry_ms(&self) -> Option<u64> {
         self.retry
     }

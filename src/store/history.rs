@@ -26,6 +26,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The contract's name for the role.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::System => "system",
@@ -62,6 +63,7 @@ pub enum MessageStatus {
 }
 
 impl MessageStatus {
+    /// The name stored in the database and exports.
     pub fn as_str(self) -> &'static str {
         match self {
             MessageStatus::Complete => "complete",
@@ -219,6 +221,7 @@ pub struct SearchQuery {
 }
 
 impl SearchQuery {
+    /// A query for `text` with the defaults: everywhere, first page, 20 hits, `[`/`]`.
     pub fn new(text: impl Into<String>) -> Self {
         SearchQuery {
             text: text.into(),
@@ -621,8 +624,9 @@ pub fn list_messages(
 }
 
 /// The newest messages of a conversation whose content fits `budget_chars`, oldest
-/// first: what a request's context can hold (oldest dropped first). `up_to` excludes
-/// everything after that message (regenerating an earlier reply).
+/// first: what a request's context can hold (oldest dropped first). Failed, streaming
+/// and empty replies are no context. `before_seq_of` leaves out that message and all
+/// after it (regenerating an earlier reply).
 pub fn context(
     conn: &Connection,
     conversation_id: &str,
@@ -635,7 +639,9 @@ pub fn context(
     };
     let mut st = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m
-         WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC"
+         WHERE m.conversation_id = ?1 AND m.seq < ?2
+           AND NOT (m.role = 'assistant' AND (m.status IN ('failed', 'streaming') OR m.content = ''))
+         ORDER BY m.seq DESC"
     ))?;
     let mut rows = st.query_map(params![conversation_id, bound], message)?;
     let mut out = Vec::new();

@@ -10,6 +10,7 @@
 //! | `count` | `{"path"}` | `{"count": N}` requests seen on `path` |
 //! | `replay-window` | `{"ms": N}` | how long a retried refresh is replayed |
 //! | `family-revocations` | | `{"count": N}` families revoked by reuse or sign-out |
+//! | `chat-script` | see [`ChatScript::from_json`](crate::ChatScript::from_json) | queues the next chat reply's script |
 //! | `refresh-token-state` | `{"refresh_token"}` | `{"state": "fresh" \| "used" \| "revoked" \| null}` |
 //!
 //! Any other command: `404`. Successful commands without an answer of their own give
@@ -45,6 +46,7 @@ pub(crate) fn handle(state: &Mutex<Inner>, cmd: &str, body: &[u8]) -> Response<B
             };
             s.sessions.replay_window = Duration::from_millis(ms);
         }
+        "chat-script" => s.chats.scripts.push_back(crate::ChatScript::from_json(&v)),
         "family-revocations" => {
             return json_resp(200, &json!({ "count": s.sessions.family_revocations }));
         }

@@ -158,7 +158,7 @@ fn with_type(mut r: Response<Body>, content_type: &'static str) -> Response<Body
 }
 
 /// A body fed chunk by chunk from a channel (for chunked, stalled and truncated bodies).
-struct ChannelBody(mpsc::Receiver<Bytes>);
+pub(crate) struct ChannelBody(pub(crate) mpsc::Receiver<Bytes>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;

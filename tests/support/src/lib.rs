@@ -20,8 +20,8 @@
 //! - `http.rs`: response helpers (JSON and error bodies, `Date`).
 //! - `routes/mod.rs`: routing, auth in front, quota headers, the idempotency store,
 //!   `/api/v1/echo`; `routes/auth.rs` (anonymous, refresh, signout), `routes/quota.rs`,
-//!   `routes/jobs.rs`. Multipart uploads (`detect`, `vision`) go in `routes/upload.rs`
-//!   and the SSE chat in `routes/chat.rs`, registered in `routes/mod.rs`.
+//!   `routes/jobs.rs`, `routes/chat.rs` (the SSE chat, scriptable with [`ChatScript`]).
+//!   Multipart uploads (`detect`, `vision`) go in `routes/upload.rs`.
 
 mod admin;
 mod faults;
@@ -41,6 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 pub use faults::Fault;
+pub use routes::chat::{ChatEnd, ChatScript};
 
 use faults::Outcome;
 use http::{error_resp, set_date, Body};
@@ -66,6 +67,7 @@ pub(crate) struct Inner {
     pub(crate) quota: routes::quota::Quota,
     pub(crate) idempotency: routes::Idempotency,
     pub(crate) jobs: routes::jobs::Jobs,
+    pub(crate) chats: routes::chat::Chats,
     pub(crate) faults: VecDeque<(String, Fault)>,
     holds: VecDeque<(String, Arc<HoldShared>)>,
     pub(crate) log: Vec<Recorded>,
@@ -121,6 +123,7 @@ impl TestServer {
             quota: routes::quota::Quota::new(real_now_s()),
             idempotency: routes::Idempotency::default(),
             jobs: routes::jobs::Jobs::default(),
+            chats: routes::chat::Chats::default(),
             faults: VecDeque::new(),
             holds: VecDeque::new(),
             log: Vec::new(),
@@ -253,6 +256,11 @@ impl TestServer {
     /// Sign-out is not counted: the contract lets it carry an expired one.
     pub fn expired_token_uses(&self) -> usize {
         self.with(|s| s.sessions.expired_uses)
+    }
+
+    /// Scripts the next chat reply (queued: one script per `POST /api/v1/chat`).
+    pub fn script_chat(&self, script: ChatScript) {
+        self.with(|s| s.chats.scripts.push_back(script));
     }
 
     /// How many metered requests were charged to quota.

@@ -9,6 +9,7 @@
 //! the SSE chat in `chat.rs`, each added to [`find`]'s table.
 
 pub(crate) mod auth;
+pub(crate) mod chat;
 pub(crate) mod jobs;
 pub(crate) mod quota;
 
@@ -92,6 +93,7 @@ fn find(method: &Method, path: &str) -> Result<Handler, Box<Response<Body>>> {
         "/api/v1/auth/signout" => (&[Method::POST], P(auth::signout)),
         "/api/v1/quota" => (&[Method::GET], A(quota::get)),
         "/api/v1/jobs" => (&[Method::POST], A(jobs::create)),
+        "/api/v1/chat" => (&[Method::POST], A(chat::post)),
         "/api/v1/echo" => (ECHO, A(echo)),
         p if jobs::id_of(p).is_some() => (&[Method::GET], A(jobs::get)),
         _ => return Err(Box::new(error_resp(404, "not_found", "unknown path"))),
