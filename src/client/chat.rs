@@ -21,7 +21,7 @@ impl TetherClient {
     /// 402 (the user message stays stored), with the backend's error for an error event
     /// (the reply is stored as `Failed`), and with `Cancelled` when `cancel` fires or the
     /// call is dropped (the reply is stored as `Cancelled` with its partial text).
-    #[uniffi::method(default(options = None, cancel = None))]
+    #[uniffi::method(default(cancel = None))]
     pub async fn send_message(
         &self,
         conversation_id: String,
@@ -34,7 +34,7 @@ impl TetherClient {
     }
 
     /// Replaces the reply `message_id` with a new reply to the messages before it.
-    #[uniffi::method(default(options = None, cancel = None))]
+    #[uniffi::method(default(cancel = None))]
     pub async fn regenerate(
         &self,
         message_id: String,
@@ -47,7 +47,7 @@ impl TetherClient {
 
     /// Goes on with a reply that was cut short (`Incomplete` or `Cancelled`): the partial
     /// text is sent as context and the new text appended to the same message.
-    #[uniffi::method(default(options = None, cancel = None))]
+    #[uniffi::method(default(cancel = None))]
     pub async fn continue_incomplete(
         &self,
         message_id: String,
