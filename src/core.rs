@@ -278,6 +278,24 @@ impl Core {
             .await
     }
 
+    pub async fn append_message(
+        &self,
+        conversation_id: String,
+        role: history::Role,
+        content: String,
+        attachments: Vec<history::Attachment>,
+    ) -> Result<Message> {
+        let m = history::NewMessage {
+            conversation_id,
+            role,
+            content,
+            status: history::MessageStatus::Complete,
+            model: None,
+            attachments,
+        };
+        self.store.write(move |tx| history::insert_message(tx, m)).await
+    }
+
     pub async fn get_message(&self, id: String) -> Result<Option<Message>> {
         self.store.read(move |c| history::get_message(c, &id)).await
     }

@@ -3,13 +3,17 @@
 //! one leading BOM, `\n` / `\r\n` / `\r` line ends, any chunk boundary (between `\r` and
 //! `\n`, inside a UTF-8 sequence).
 //!
-//! Cost is linear in the input: each byte is scanned once (`memchr` for the line ends),
-//! and only a line still incomplete at the end of a chunk is copied aside; a complete
-//! line is handled straight from the chunk. Lines are decoded per line, lossily: `\r` and
-//! `\n` never occur inside a UTF-8 sequence, so a split sequence is always whole by the
-//! time its line ends, and an invalid one decodes as the WHATWG decoder would (U+FFFD).
+//! Cost is linear in the input: each byte is scanned once (`memchr` for the line ends).
+//! A complete line is handled straight from the chunk; the start of an unfinished one is
+//! kept aside, except that a `data` line's value goes straight into the event's data as
+//! it arrives (one copy, however many chunks a long line takes) and a comment is only
+//! counted. Data is kept as bytes and decoded once, lossily, at dispatch: `\r` and `\n`
+//! never occur inside a UTF-8 sequence, so a sequence split by a chunk boundary is whole
+//! by then, and an invalid one decodes as the WHATWG decoder would (U+FFFD).
 //! Memory is bounded: a line or an event's data over its cap is a typed error
 //! ([`SseError`]), and the parser refuses further input after one.
+
+use std::borrow::Cow;
 
 /// Caps on what the parser holds. A stream over them fails rather than growing memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +37,8 @@ impl Default for Limits {
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// The `event` field, `"message"` when absent or empty.
-    pub event: String,
+    /// The `event` field, `"message"` when absent or empty (not allocated then).
+    pub event: Cow<'static, str>,
     /// The `data` lines joined with `\n`.
     pub data: String,
     /// The last event id seen so far in the stream (ids persist across events).
@@ -60,18 +64,36 @@ pub enum SseError {
 
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
+/// What becomes of the unfinished line's next bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partial {
+    /// Kept in `line` until its end (field not known yet, or a short field).
+    Line,
+    /// A `data` line whose value is being appended to `data` as it arrives.
+    Data,
+    /// A comment: counted against the cap, not kept.
+    Comment,
+}
+
 /// The incremental parser. Feed it chunks as they arrive; it returns the events they
 /// complete. At the end of the stream an unfinished event is discarded (WHATWG).
 #[derive(Debug)]
 pub struct Parser {
     limits: Limits,
-    /// The start of a line whose end has not arrived yet.
+    /// The start of a line whose end has not arrived yet (unless `partial` says the line
+    /// goes elsewhere).
     line: Vec<u8>,
+    /// Where the rest of an unfinished line goes.
+    partial: Partial,
+    /// Bytes of the unfinished line so far, wherever they went.
+    line_len: usize,
     /// The last byte fed was a `\r`: a `\n` opening the next chunk is its pair.
     after_cr: bool,
     /// BOM bytes matched so far at the start of the stream; `None` once decided.
     bom: Option<usize>,
-    data: String,
+    /// The event's data so far, as bytes: decoded once, at dispatch (a long line is copied
+    /// once, straight from the chunks).
+    data: Vec<u8>,
     event_type: String,
     last_id: String,
     retry: Option<u64>,
@@ -90,9 +112,11 @@ impl Parser {
         Parser {
             limits,
             line: Vec::new(),
+            partial: Partial::Line,
+            line_len: 0,
             after_cr: false,
             bom: Some(0),
-            data: String::new(),
+            data: Vec::new(),
             event_type: String::new(),
             last_id: String::new(),
             retry: None,
@@ -121,7 +145,7 @@ impl Parser {
         if let Err(e) = &r {
             self.failed = Some(e.clone());
             self.line = Vec::new();
-            self.data = String::new();
+            self.data = Vec::new();
         }
         r
     }
@@ -160,19 +184,27 @@ impl Parser {
         }
         while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
             let cr = rest[i] == b'\r';
-            if self.line.is_empty() {
-                self.check_line(i)?;
-                self.line_done(&rest[..i], out)?;
-            } else {
-                self.check_line(self.line.len() + i)?;
-                self.line.extend_from_slice(&rest[..i]);
-                let line = std::mem::take(&mut self.line);
-                let r = self.line_done(&line, out);
-                // Keep the allocation for the next long line.
-                self.line = line;
-                self.line.clear();
-                r?;
+            self.check_line(self.line_len + i)?;
+            match self.partial {
+                Partial::Data => {
+                    self.check_event(i + 1)?;
+                    self.data.extend_from_slice(&rest[..i]);
+                    self.data.push(b'\n');
+                }
+                Partial::Comment => {}
+                Partial::Line if self.line.is_empty() => self.line_done(&rest[..i], out)?,
+                Partial::Line => {
+                    self.line.extend_from_slice(&rest[..i]);
+                    let line = std::mem::take(&mut self.line);
+                    let r = self.line_done(&line, out);
+                    // Keep the allocation for the next long line.
+                    self.line = line;
+                    self.line.clear();
+                    r?;
+                }
             }
+            self.partial = Partial::Line;
+            self.line_len = 0;
             rest = &rest[i + 1..];
             if cr {
                 match rest.first() {
@@ -182,8 +214,43 @@ impl Parser {
                 }
             }
         }
-        self.check_line(self.line.len() + rest.len())?;
-        self.line.extend_from_slice(rest);
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.check_line(self.line_len + rest.len())?;
+        self.line_len += rest.len();
+        match self.partial {
+            Partial::Data => {
+                self.check_event(rest.len())?;
+                self.data.extend_from_slice(rest);
+            }
+            Partial::Comment => {}
+            Partial::Line => {
+                self.line.extend_from_slice(rest);
+                if self.line[0] == b':' {
+                    self.partial = Partial::Comment;
+                    self.line.clear();
+                } else if self.line.len() > 5 && self.line.starts_with(b"data:") {
+                    // The byte after the colon is here: the value's start is known, so the
+                    // rest of the line can go straight to the data.
+                    let v = &self.line[5..];
+                    let v = v.strip_prefix(b" ").unwrap_or(v);
+                    self.check_event(v.len())?;
+                    self.data.extend_from_slice(v);
+                    self.line.clear();
+                    self.partial = Partial::Data;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_event(&self, more: usize) -> Result<(), SseError> {
+        if self.data.len() + more > self.limits.max_event {
+            return Err(SseError::EventTooLarge {
+                limit: self.limits.max_event,
+            });
+        }
         Ok(())
     }
 
@@ -213,13 +280,11 @@ impl Parser {
         };
         match name {
             b"data" => {
-                if self.data.len() + value.len() + 1 > self.limits.max_event {
-                    return Err(SseError::EventTooLarge {
-                        limit: self.limits.max_event,
-                    });
-                }
-                self.data.push_str(&String::from_utf8_lossy(value));
-                self.data.push('\n');
+                self.check_event(value.len() + 1)?;
+                // One allocation for the common one-line event (value and its `\n`).
+                self.data.reserve(value.len() + 1);
+                self.data.extend_from_slice(value);
+                self.data.push(b'\n');
             }
             b"event" => self.event_type = String::from_utf8_lossy(value).into_owned(),
             b"id" => {
@@ -246,13 +311,17 @@ impl Parser {
             return;
         }
         self.data.pop(); // the `\n` after the last data line
+        let data = match String::from_utf8(std::mem::take(&mut self.data)) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
         let event = match self.event_type.is_empty() {
-            true => "message".to_string(),
-            false => std::mem::take(&mut self.event_type),
+            true => Cow::Borrowed("message"),
+            false => Cow::Owned(std::mem::take(&mut self.event_type)),
         };
         out.push(Event {
             event,
-            data: std::mem::take(&mut self.data),
+            data,
             id: self.last_id.clone(),
         });
     }
@@ -265,7 +334,7 @@ mod tests {
 
     fn ev(event: &str, data: &str, id: &str) -> Event {
         Event {
-            event: event.into(),
+            event: Cow::Owned(event.to_string()),
             data: data.into(),
             id: id.into(),
         }

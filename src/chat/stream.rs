@@ -192,7 +192,7 @@ async fn read(
             return Outcome::Failed(Error::decode(e));
         }
         for ev in events.drain(..) {
-            match ev.event.as_str() {
+            match &*ev.event {
                 "error" => return Outcome::Failed(error_event(&ev.data, &stream.request_id)),
                 "message" if ev.data == "[DONE]" => return Outcome::Done,
                 "message" => match serde_json::from_str::<Piece>(&ev.data) {

@@ -8,8 +8,8 @@ use super::TetherClient;
 use crate::error::TetherError;
 use crate::runtime::CancelHandle;
 use crate::store::history::{
-    Conversation, ConversationPage, ImportSummary, Message, MessagePage, PageAt, SearchHit,
-    SearchQuery,
+    Attachment, Conversation, ConversationPage, ImportSummary, Message, MessagePage, PageAt, SearchHit,
+    Role, SearchQuery,
 };
 
 #[uniffi::export]
@@ -67,6 +67,19 @@ impl TetherClient {
         limit: u32,
     ) -> Result<MessagePage, TetherError> {
         self.call(None, |c| async move { c.list_messages(conversation_id, at, limit).await }).await
+    }
+
+    /// Stores a message the app writes itself (a note, a detect or vision result with its
+    /// image attached) at the end of a conversation, `Complete`.
+    #[uniffi::method(default(attachments = []))]
+    pub async fn append_message(
+        &self,
+        conversation_id: String,
+        role: Role,
+        content: String,
+        attachments: Vec<Attachment>,
+    ) -> Result<Message, TetherError> {
+        self.call(None, |c| async move { c.append_message(conversation_id, role, content, attachments).await }).await
     }
 
     /// The message `id`, if there is one.
