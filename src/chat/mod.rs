@@ -103,7 +103,12 @@ impl Chat {
     /// Marks replies a previous process left `streaming` as `incomplete` (construction
     /// time, blocking).
     pub fn new(api: Arc<Api>, store: Arc<Store>) -> Result<Chat> {
-        let n = store.write_blocking(|tx| history::recover_streaming(tx))?;
+        // A read first (the partial index makes it cheap): the common start writes nothing.
+        let left = store.read_blocking(|c| history::has_streaming(c))?;
+        let n = match left {
+            true => store.write_blocking(|tx| history::recover_streaming(tx))?,
+            false => 0,
+        };
         if n > 0 {
             tracing::info!(target: "tether::chat", replies = n, "replies cut off by the last exit are marked incomplete");
         }

@@ -562,6 +562,13 @@ pub fn recover_streaming(tx: &Transaction<'_>) -> Result<usize> {
         .execute([])?)
 }
 
+/// Whether any reply is left `streaming` (uses the partial index).
+pub fn has_streaming(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM messages WHERE status = 'streaming' LIMIT 1")?
+        .exists([])?)
+}
+
 pub fn get_message(conn: &Connection, id: &str) -> Result<Option<Message>> {
     Ok(conn
         .prepare_cached(&format!(
