@@ -219,9 +219,17 @@ fn raw_page(c: &Connection, conv: &str) -> usize {
                  FROM messages m WHERE m.conversation_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3",
             )
             .unwrap();
-        let mut rows: Vec<(String, String, String, String, String, i64)> = st
+        type Row = (
+            (String, String, String, String, String, i64),
+            (Option<String>, Option<u32>, Option<u32>, Option<String>, Option<String>),
+        );
+        // Every column decoded, as the library does (its roles and statuses as text here).
+        let mut rows: Vec<Row> = st
             .query_map(params![conv, i64::MAX, 51], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+                    (r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
+                ))
             })
             .unwrap()
             .collect::<Result<_, _>>()

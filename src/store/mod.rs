@@ -3,8 +3,9 @@
 //!
 //! - `schema.rs`: the forward-only migrations (`PRAGMA user_version`), run at open.
 //! - `kv.rs`: the small typed key-value facts (today: the server-clock offset).
-//! - later `history.rs` (messages, FTS) and the small tables the features persist
-//!   (quota, jobs, outbox), each a module of its own next to `kv.rs`.
+//! - `history.rs`: conversations and messages, pages, FTS search, export/import.
+//! - later the small tables the features persist (quota, jobs, outbox), each a module of
+//!   its own next to `kv.rs`.
 //!
 //! One writer connection and a small pool of reader connections, in WAL mode: a reader
 //! sees the last committed state and never waits for the writer. Connections open when
