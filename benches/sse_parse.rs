@@ -14,6 +14,8 @@
 //! MB/s, the median of 7 timed runs after one warm-up; baseline: the fastest competitor's
 //! median in the same run; ratio = ours / fastest (higher is better; target >= 1).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a broken bench
+
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -32,16 +34,22 @@ fn workers_ai() -> Chunks {
     s.push_str("data: {\"response\":\"\",\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":40000}}\n\n");
     s.push_str("data: [DONE]\n\n");
     let b = Bytes::from(s);
-    (0..b.len()).step_by(1448).map(|i| b.slice(i..(i + 1448).min(b.len()))).collect()
+    (0..b.len())
+        .step_by(1448)
+        .map(|i| b.slice(i..(i + 1448).min(b.len())))
+        .collect()
 }
 
 fn long_line() -> Chunks {
     let mut v = b"data: ".to_vec();
-    v.extend(std::iter::repeat_n(b'x', 8 << 20));
+    v.resize(v.len() + (8 << 20), b'x');
     v.extend_from_slice(b"\n\n");
     let b = Bytes::from(v);
     let n = b.len().div_ceil(1024);
-    (0..b.len()).step_by(n).map(|i| b.slice(i..(i + n).min(b.len()))).collect()
+    (0..b.len())
+        .step_by(n)
+        .map(|i| b.slice(i..(i + n).min(b.len())))
+        .collect()
 }
 
 /// (events, data bytes)
@@ -121,7 +129,10 @@ fn main() {
         ("eventsource-stream", eventsource_stream),
         ("sse-stream", sse_stream),
     ];
-    for (figure, input) in [("sse_parse_workers_ai", workers_ai()), ("sse_parse_8mb_line", long_line())] {
+    for (figure, input) in [
+        ("sse_parse_workers_ai", workers_ai()),
+        ("sse_parse_8mb_line", long_line()),
+    ] {
         let m = measure(figure, &input, &parsers);
         let (v, best) = (m[0], m[1..].iter().copied().fold(0f64, f64::max));
         let ratio = v / best;

@@ -11,8 +11,8 @@ use reqwest::Method;
 use tokio::time::Instant;
 
 use crate::api::Api;
-use crate::chat::{Chat, ChatListener, ChatOptions};
 use crate::auth::{Auth, AuthListener, AuthState, AuthTiming, TokenStore, User};
+use crate::chat::{Chat, ChatListener, ChatOptions};
 use crate::client::{ApiRequest, ApiResponse, HttpMethod};
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
@@ -245,7 +245,9 @@ impl Core {
         include_archived: bool,
     ) -> Result<ConversationPage> {
         self.store
-            .read(move |c| history::list_conversations(c, include_archived, cursor.as_deref(), limit))
+            .read(move |c| {
+                history::list_conversations(c, include_archived, cursor.as_deref(), limit)
+            })
             .await
     }
 
@@ -293,7 +295,9 @@ impl Core {
             model: None,
             attachments,
         };
-        self.store.write(move |tx| history::insert_message(tx, m)).await
+        self.store
+            .write(move |tx| history::insert_message(tx, m))
+            .await
     }
 
     pub async fn get_message(&self, id: String) -> Result<Option<Message>> {

@@ -32,8 +32,8 @@ pub use logging::{LogLevel, Logger};
 pub use quota::Quota;
 pub use runtime::CancelHandle;
 pub use store::history::{
-    Attachment, Conversation, ConversationPage, ImportSummary, Message, MessagePage,
-    MessageStatus, PageAt, Role, SearchHit, SearchQuery, TokenUsage,
+    Attachment, Conversation, ConversationPage, ImportSummary, Message, MessagePage, MessageStatus,
+    PageAt, Role, SearchHit, SearchQuery, TokenUsage,
 };
 pub use subscription::Subscription;
 

@@ -287,17 +287,14 @@ impl Parser {
                 self.data.push(b'\n');
             }
             b"event" => self.event_type = String::from_utf8_lossy(value).into_owned(),
-            b"id" => {
-                if !value.contains(&0) {
-                    self.last_id = String::from_utf8_lossy(value).into_owned();
-                }
+            // An id with NUL is ignored (WHATWG).
+            b"id" if !value.contains(&0) => {
+                self.last_id = String::from_utf8_lossy(value).into_owned();
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    // Too many digits to be a sane delay: ignored like any bogus value.
-                    if let Ok(ms) = std::str::from_utf8(value).unwrap_or("x").parse() {
-                        self.retry = Some(ms);
-                    }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                // Too many digits to be a sane delay: ignored like any bogus value.
+                if let Ok(ms) = std::str::from_utf8(value).unwrap_or("x").parse() {
+                    self.retry = Some(ms);
                 }
             }
             _ => {}
@@ -383,15 +380,17 @@ mod tests {
     #[test]
     fn wpt_format_comments() {
         let long = "x".repeat(2049);
-        let s = format!(
-            "data:1\r:\0\n:\r\ndata:2\n:{long}\rdata:3\n:data:fail\r:{long}\ndata:4\n\n"
-        );
+        let s =
+            format!("data:1\r:\0\n:\r\ndata:2\n:{long}\rdata:3\n:data:fail\r:{long}\ndata:4\n\n");
         assert_eq!(parse(s.as_bytes()), [msg("1\n2\n3\n4")]);
     }
 
     #[test]
     fn wpt_format_data_before_final_empty_line() {
-        assert_eq!(parse(b"retry:1000\ndata:test1\n\ndata:test2"), [msg("test1")]);
+        assert_eq!(
+            parse(b"retry:1000\ndata:test1\n\ndata:test2"),
+            [msg("test1")]
+        );
     }
 
     #[test]
@@ -442,8 +441,13 @@ mod tests {
         let mut p = Parser::default();
         p.feed(b"retry:03000\ndata:x\n\n").unwrap();
         assert_eq!(p.retry_ms(), Some(3000));
-        p.feed(b"retry:3000xyz\ndata:x\n\nretry\n\nretry:\n\n").unwrap();
-        assert_eq!(p.retry_ms(), Some(3000), "bogus and empty retry are ignored");
+        p.feed(b"retry:3000xyz\ndata:x\n\nretry\n\nretry:\n\n")
+            .unwrap();
+        assert_eq!(
+            p.retry_ms(),
+            Some(3000),
+            "bogus and empty retry are ignored"
+        );
     }
 
     #[test]
@@ -456,12 +460,18 @@ mod tests {
 
     #[test]
     fn wpt_format_leading_space() {
-        assert_eq!(parse(b"data:\x20\ttest\rdata: \ndata:test\n\n"), [msg("\ttest\n\ntest")]);
+        assert_eq!(
+            parse(b"data:\x20\ttest\rdata: \ndata:test\n\n"),
+            [msg("\ttest\n\ntest")]
+        );
     }
 
     #[test]
     fn wpt_format_newlines() {
-        assert_eq!(parse(b"data:test\r\ndata\ndata:test\r\n\r"), [msg("test\n\ntest")]);
+        assert_eq!(
+            parse(b"data:test\r\ndata\ndata:test\r\n\r"),
+            [msg("test\n\ntest")]
+        );
     }
 
     #[test]
@@ -471,10 +481,7 @@ mod tests {
 
     #[test]
     fn wpt_format_utf8() {
-        assert_eq!(
-            parse("data:ok\u{2026}\n\n".as_bytes()),
-            [msg("ok\u{2026}")]
-        );
+        assert_eq!(parse("data:ok\u{2026}\n\n".as_bytes()), [msg("ok\u{2026}")]);
         // An invalid sequence decodes to U+FFFD, however the bytes were cut.
         assert_eq!(parse(b"data:a\xE2\x82\n\n"), [msg("a\u{FFFD}")]);
     }

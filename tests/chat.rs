@@ -93,7 +93,10 @@ async fn a_reply_streams_into_the_history_and_pages_back() {
     assert_eq!(reply.status, MessageStatus::Complete);
     assert_eq!(reply.content, "You said: hello world");
     assert_eq!(rec.text(), reply.content);
-    assert_eq!(rec.completed.lock().unwrap().as_slice(), [reply.clone()]);
+    assert_eq!(
+        rec.completed.lock().unwrap().as_slice(),
+        std::slice::from_ref(&reply)
+    );
     assert_eq!(reply.usage.unwrap().completion_tokens, 4);
 
     let page = c
@@ -223,7 +226,11 @@ async fn a_slow_listener_never_stalls_the_read() {
     let page = c.list_messages(conv, PageAt::Newest, 1).await.unwrap();
     let id = page.messages[0].id.clone();
     let stored = wait_for_status(&c, &id, MessageStatus::Complete).await;
-    assert_eq!(stored.status, MessageStatus::Complete, "the read was stalled");
+    assert_eq!(
+        stored.status,
+        MessageStatus::Complete,
+        "the read was stalled"
+    );
     assert_eq!(stored.content, text.concat());
     assert_eq!(rec.crossings(), 1, "still inside the first on_delta");
     release.send(()).unwrap();
@@ -250,7 +257,10 @@ async fn a_truncated_stream_is_kept_as_incomplete() {
         .unwrap();
     assert_eq!(reply.status, MessageStatus::Incomplete);
     assert_eq!(reply.content, pieces(5).concat());
-    assert_eq!(rec.completed.lock().unwrap()[0].status, MessageStatus::Incomplete);
+    assert_eq!(
+        rec.completed.lock().unwrap()[0].status,
+        MessageStatus::Incomplete
+    );
 }
 
 #[tokio::test]
@@ -279,7 +289,11 @@ async fn an_error_event_fails_the_reply_with_the_error_and_keeps_the_text() {
     let m = &page.messages[0];
     assert_eq!(m.status, MessageStatus::Failed);
     assert_eq!(m.content, pieces(3).concat());
-    assert!(m.error.as_deref().unwrap().contains("broke off"), "{:?}", m.error);
+    assert!(
+        m.error.as_deref().unwrap().contains("broke off"),
+        "{:?}",
+        m.error
+    );
     let errors = rec.errors.lock().unwrap();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].0, m.id);
@@ -333,9 +347,10 @@ async fn a_cancel_keeps_the_partial_reply_as_cancelled() {
     let cancel = CancelHandle::new();
     let task = {
         let (c, rec, conv, cancel) = (c.clone(), rec.clone(), conv.clone(), cancel.clone());
-        tokio::spawn(
-            async move { c.send_message(conv, "go".into(), None, rec, Some(cancel)).await },
-        )
+        tokio::spawn(async move {
+            c.send_message(conv, "go".into(), None, rec, Some(cancel))
+                .await
+        })
     };
     tokio::task::spawn_blocking(move || first.recv_timeout(PATIENCE).unwrap())
         .await
@@ -409,7 +424,11 @@ async fn regenerate_replaces_and_continue_appends() {
     let body: serde_json::Value =
         serde_json::from_str(&env.server.requests_to("/api/v1/chat")[1].body).unwrap();
     let msgs = body["messages"].as_array().unwrap();
-    assert_eq!(msgs.last().unwrap()["content"], "q", "the old reply is not context");
+    assert_eq!(
+        msgs.last().unwrap()["content"],
+        "q",
+        "the old reply is not context"
+    );
 
     env.server.script_chat(ChatScript {
         pieces: vec![" and more".into()],

@@ -67,20 +67,24 @@ async fn sigkill_at_random_moments_never_loses_what_was_stored() {
     let file = dir.path().join("tether.sqlite3");
     // Completed messages written before any crash; they must survive every kill intact.
     let (conv, before) = {
-        let c = TetherClient::new(
-            config(&server.url(), &dir),
-            tether::in_memory_token_store(),
-        )
-        .unwrap();
+        let c = TetherClient::new(config(&server.url(), &dir), tether::in_memory_token_store())
+            .unwrap();
         c.restore_session().await.unwrap();
         c.sign_in_anonymously(None, None).await.unwrap();
-        let conv = c.create_conversation("crash".into(), None).await.unwrap().id;
+        let conv = c
+            .create_conversation("crash".into(), None)
+            .await
+            .unwrap()
+            .id;
         for q in ["first question", "second question"] {
             c.send_message(conv.clone(), q.into(), None, Arc::new(Announce), None)
                 .await
                 .unwrap();
         }
-        let page = c.list_messages(conv.clone(), PageAt::Newest, 10).await.unwrap();
+        let page = c
+            .list_messages(conv.clone(), PageAt::Newest, 10)
+            .await
+            .unwrap();
         (conv, page.messages)
     };
     assert_eq!(before.len(), 4);
@@ -95,7 +99,13 @@ async fn sigkill_at_random_moments_never_loses_what_was_stored() {
             ..ChatScript::default()
         });
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("TETHER_CRASH_URL", server.url())
             .env("TETHER_CRASH_DIR", dir.path())
             .env("TETHER_CRASH_CONVERSATION", &conv)
@@ -117,7 +127,10 @@ async fn sigkill_at_random_moments_never_loses_what_was_stored() {
         loop {
             let line = rx.recv_timeout(Duration::from_secs(60)).unwrap();
             // libtest prints `test crash_child ... ` before the test's own output.
-            assert!(!line.contains("FINISHED"), "round {round}: the reply ended before the kill");
+            assert!(
+                !line.contains("FINISHED"),
+                "round {round}: the reply ended before the kill"
+            );
             if line.contains(want) {
                 break;
             }
@@ -144,25 +157,35 @@ async fn sigkill_at_random_moments_never_loses_what_was_stored() {
         drop(db);
         let Some((seq, content, status)) = newest else {
             // Killed before the send's first transaction: nothing of this round to keep.
-            assert!(!wait_streaming, "round {round}: the streaming reply is missing");
+            assert!(
+                !wait_streaming,
+                "round {round}: the streaming reply is missing"
+            );
             continue;
         };
         last_seq = seq;
         assert_eq!(status, "streaming", "round {round}");
         assert!(full.starts_with(&content), "round {round}: not a prefix");
         if wait_streaming && pause >= 150 {
-            assert!(!content.is_empty(), "round {round}: nothing kept {pause} ms after the first delta");
+            assert!(
+                !content.is_empty(),
+                "round {round}: nothing kept {pause} ms after the first delta"
+            );
         }
         nonempty_partials += usize::from(!content.is_empty());
 
         // The next start: the partial reply becomes incomplete, the rest is untouched.
-        let c = TetherClient::new(
-            config(&server.url(), &dir),
-            tether::in_memory_token_store(),
-        )
-        .unwrap();
-        let page = c.list_messages(conv.clone(), PageAt::Newest, 200).await.unwrap();
-        assert_eq!(&page.messages[..4], &before[..], "round {round}: completed messages changed");
+        let c = TetherClient::new(config(&server.url(), &dir), tether::in_memory_token_store())
+            .unwrap();
+        let page = c
+            .list_messages(conv.clone(), PageAt::Newest, 200)
+            .await
+            .unwrap();
+        assert_eq!(
+            &page.messages[..4],
+            &before[..],
+            "round {round}: completed messages changed"
+        );
         let last = page.messages.last().unwrap();
         assert_eq!(last.status, MessageStatus::Incomplete, "round {round}");
         assert_eq!(last.content, content, "round {round}");
@@ -171,7 +194,10 @@ async fn sigkill_at_random_moments_never_loses_what_was_stored() {
             .iter()
             .all(|m| m.status != MessageStatus::Streaming));
     }
-    assert!(nonempty_partials >= KILLS / 2, "{nonempty_partials} partial replies kept");
+    assert!(
+        nonempty_partials >= KILLS / 2,
+        "{nonempty_partials} partial replies kept"
+    );
 }
 
 /// A pseudo-random pause (0..max ms) that differs per round and per run.

@@ -314,23 +314,42 @@ async fn a_reply_streams_from_the_worker_into_the_history() {
         .unwrap();
     let log = Arc::new(ChatLog::default());
     let reply = c
-        .send_message(conv.id.clone(), "Tell me about streaming.".into(), None, log.clone(), None)
+        .send_message(
+            conv.id.clone(),
+            "Tell me about streaming.".into(),
+            None,
+            log.clone(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(reply.status, tether::MessageStatus::Complete);
     assert!(!reply.content.is_empty());
     assert_eq!(log.deltas.lock().unwrap().concat(), reply.content);
-    assert!(reply.usage.is_some_and(|u| u.completion_tokens > 0), "{:?}", reply.usage);
+    assert!(
+        reply.usage.is_some_and(|u| u.completion_tokens > 0),
+        "{:?}",
+        reply.usage
+    );
     let page = c
         .list_messages(conv.id.clone(), tether::PageAt::Newest, 10)
         .await
         .unwrap();
     assert_eq!(page.messages.len(), 2);
     assert_eq!(page.messages[1], reply);
-    assert!(c.last_quota().is_some(), "the chat response's quota headers were read");
+    assert!(
+        c.last_quota().is_some(),
+        "the chat response's quota headers were read"
+    );
 
     let broken = c
-        .send_message(conv.id.clone(), "standin:break please".into(), None, log.clone(), None)
+        .send_message(
+            conv.id.clone(),
+            "standin:break please".into(),
+            None,
+            log.clone(),
+            None,
+        )
         .await;
     let page = c
         .list_messages(conv.id.clone(), tether::PageAt::Newest, 1)

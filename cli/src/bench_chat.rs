@@ -53,7 +53,11 @@ fn line(figure: &str, unit: &str, value: f64, baseline: Option<f64>, target: Opt
         s += &format!(" baseline={b:.3} ratio={r:.3}");
     }
     if let Some((op, t)) = target {
-        let x = if op.ends_with("ratio") { ratio.unwrap_or(f64::NAN) } else { value };
+        let x = if op.ends_with("ratio") {
+            ratio.unwrap_or(f64::NAN)
+        } else {
+            value
+        };
         let op = op.trim_end_matches("ratio");
         let ok = match op {
             "<=" => x <= t,
@@ -65,10 +69,10 @@ fn line(figure: &str, unit: &str, value: f64, baseline: Option<f64>, target: Opt
 }
 
 const WORDS: &[&str] = &[
-    "the", "model", "reply", "stream", "phone", "history", "search", "token", "battery",
-    "camera", "photo", "cat", "travel", "plan", "budget", "recipe", "weather", "music",
-    "running", "garden", "python", "kotlin", "swift", "design", "meeting", "notes", "idea",
-    "summary", "question", "answer", "because", "however", "quickly", "slowly", "maybe",
+    "the", "model", "reply", "stream", "phone", "history", "search", "token", "battery", "camera",
+    "photo", "cat", "travel", "plan", "budget", "recipe", "weather", "music", "running", "garden",
+    "python", "kotlin", "swift", "design", "meeting", "notes", "idea", "summary", "question",
+    "answer", "because", "however", "quickly", "slowly", "maybe",
 ];
 
 /// A message of 12-30 words; "hello" in every other one, "zyzzyva" in 20 of 1M.
@@ -83,7 +87,7 @@ fn text(i: u64) -> String {
         out.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
         out.push(' ');
     }
-    if i % 2 == 0 {
+    if i & 1 == 0 {
         out.push_str("hello");
     }
     if i % 50_000 == 7 {
@@ -106,7 +110,8 @@ fn raw(file: &Path) -> Connection {
     c
 }
 
-const INSERT: &str = "INSERT INTO messages (id, conversation_id, role, content, status, created_at, model,
+const INSERT: &str =
+    "INSERT INTO messages (id, conversation_id, role, content, status, created_at, model,
      prompt_tokens, completion_tokens, error, attachments)
      VALUES (?1, ?2, 'user', ?3, 'complete', ?4, NULL, NULL, NULL, NULL, NULL)";
 
@@ -132,7 +137,11 @@ async fn fresh(url: &str, dir: &Path) -> (Arc<TetherClient>, String) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     let c = TetherClient::new(config(url, dir), tether::in_memory_token_store()).unwrap();
-    let conv = c.create_conversation("bench".into(), None).await.unwrap().id;
+    let conv = c
+        .create_conversation("bench".into(), None)
+        .await
+        .unwrap()
+        .id;
     (c, conv)
 }
 
@@ -157,12 +166,24 @@ async fn append_100k(url: &str, root: &Path) {
             raw_append(&mut rc, &raw_conv, i, &text(i));
         }
         base.push(t.elapsed().as_secs_f64() * 1e6 / per as f64);
-        eprintln!("append round {round}: tether {:.1} us, raw {:.1} us", ours[ours.len() - 1], base[base.len() - 1]);
+        eprintln!(
+            "append round {round}: tether {:.1} us, raw {:.1} us",
+            ours[ours.len() - 1],
+            base[base.len() - 1]
+        );
     }
     let (v, vmin, vmax) = median(ours);
     let (b, bmin, bmax) = median(base);
-    eprintln!("append_100k_us: tether min {vmin:.1} max {vmax:.1}; raw min {bmin:.1} max {bmax:.1}");
-    line("history/append_100k_us", "us", v, Some(b), Some(("<=ratio", 1.1)));
+    eprintln!(
+        "append_100k_us: tether min {vmin:.1} max {vmax:.1}; raw min {bmin:.1} max {bmax:.1}"
+    );
+    line(
+        "history/append_100k_us",
+        "us",
+        v,
+        Some(b),
+        Some(("<=ratio", 1.1)),
+    );
 }
 
 /// The 1M database, built once (raw bulk inserts through the same triggers).
@@ -171,7 +192,10 @@ async fn million(url: &str, root: &Path) -> (PathBuf, String) {
     let file = dir.join("tether.sqlite3");
     let ready = dir.join("ready");
     if !ready.exists() {
-        eprintln!("building the 1M-message database in {} (once)...", dir.display());
+        eprintln!(
+            "building the 1M-message database in {} (once)...",
+            dir.display()
+        );
         let t = Instant::now();
         let (c, _) = fresh(url, &dir).await;
         drop(c);
@@ -197,13 +221,23 @@ async fn million(url: &str, root: &Path) -> (PathBuf, String) {
                 let id = format!("00000000-0000-4000-8000-{i:012}");
                 tx.prepare_cached(INSERT)
                     .unwrap()
-                    .execute(params![id, format!("c{:04}", i % 1000), text(i), base + i as i64])
+                    .execute(params![
+                        id,
+                        format!("c{:04}", i % 1000),
+                        text(i),
+                        base + i as i64
+                    ])
                     .unwrap();
             }
             tx.commit().unwrap();
-            eprintln!("  {} messages ({:.0} s)", (batch + 1) * 100_000, t.elapsed().as_secs_f64());
+            eprintln!(
+                "  {} messages ({:.0} s)",
+                (batch + 1) * 100_000,
+                t.elapsed().as_secs_f64()
+            );
         }
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;").unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;")
+            .unwrap();
         std::fs::write(&ready, b"1").unwrap();
     }
     (dir, "c0999".to_string())
@@ -221,13 +255,26 @@ fn raw_page(c: &Connection, conv: &str) -> usize {
             .unwrap();
         type Row = (
             (String, String, String, String, String, i64),
-            (Option<String>, Option<u32>, Option<u32>, Option<String>, Option<String>),
+            (
+                Option<String>,
+                Option<u32>,
+                Option<u32>,
+                Option<String>,
+                Option<String>,
+            ),
         );
         // Every column decoded, as the library does (its roles and statuses as text here).
         let mut rows: Vec<Row> = st
             .query_map(params![conv, i64::MAX, 51], |r| {
                 Ok((
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+                    (
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ),
                     (r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
                 ))
             })
@@ -251,7 +298,9 @@ fn raw_search(c: &Connection, word: &str) -> usize {
         )
         .unwrap();
     let rows: Vec<(String, String, String)> = st
-        .query_map([format!("\"{word}\"")], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map([format!("\"{word}\"")], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -271,7 +320,10 @@ async fn at_1m(url: &str, root: &Path) {
     for round in 0..=7 {
         let t = Instant::now();
         for _ in 0..n {
-            let p = client.list_messages(conv.clone(), PageAt::Newest, 50).await.unwrap();
+            let p = client
+                .list_messages(conv.clone(), PageAt::Newest, 50)
+                .await
+                .unwrap();
             assert_eq!(p.messages.len(), 50);
         }
         let a = t.elapsed().as_secs_f64() * 1e6 / n as f64;
@@ -288,15 +340,27 @@ async fn at_1m(url: &str, root: &Path) {
     let (v, vmin, vmax) = median(ours);
     let (b, bmin, bmax) = median(base);
     eprintln!("page_newest_50_at_1m_us: tether min {vmin:.1} max {vmax:.1}; raw min {bmin:.1} max {bmax:.1}");
-    line("history/page_newest_50_at_1m_us", "us", v, Some(b), Some(("<=ratio", 1.1)));
+    line(
+        "history/page_newest_50_at_1m_us",
+        "us",
+        v,
+        Some(b),
+        Some(("<=ratio", 1.1)),
+    );
     eprintln!("(absolute target: median <= 1000 us: {})", v <= 1000.0);
 
     // Search, newest first.
-    for (figure, word, expect) in [("fts_common_at_1m_ms", "hello", 20), ("fts_rare_at_1m_ms", "zyzzyva", 20)] {
+    for (figure, word, expect) in [
+        ("fts_common_at_1m_ms", "hello", 20),
+        ("fts_rare_at_1m_ms", "zyzzyva", 20),
+    ] {
         let (mut ours, mut base) = (Vec::new(), Vec::new());
         for round in 0..=7 {
             let t = Instant::now();
-            let hits = client.search_messages(SearchQuery::new(word), None).await.unwrap();
+            let hits = client
+                .search_messages(SearchQuery::new(word), None)
+                .await
+                .unwrap();
             let a = t.elapsed().as_secs_f64() * 1e3;
             assert_eq!(hits.len(), expect, "{word}");
             let t = Instant::now();
@@ -363,7 +427,9 @@ async fn chat(server: &TestServer, root: &Path) {
         delay: Duration::from_millis(1),
         ..ChatScript::default()
     });
-    let listener = Arc::new(Counting { deltas: AtomicUsize::new(0) });
+    let listener = Arc::new(Counting {
+        deltas: AtomicUsize::new(0),
+    });
     let (c0, _) = client.chat_counters();
     let t = Instant::now();
     let reply = client
@@ -376,7 +442,13 @@ async fn chat(server: &TestServer, root: &Path) {
     let commits = (c1 - c0) as f64;
     let crossings = listener.deltas.load(Ordering::Relaxed) as f64;
     eprintln!("stream_10k paced: {secs:.2} s, {commits} commits, {crossings} on_delta calls");
-    line("chat/stream_10k_commits_per_s", "count/s", commits / secs, None, Some(("<=", 10.0)));
+    line(
+        "chat/stream_10k_commits_per_s",
+        "count/s",
+        commits / secs,
+        None,
+        Some(("<=", 10.0)),
+    );
     line(
         "chat/stream_10k_crossings_per_frame",
         "count",
@@ -392,15 +464,23 @@ async fn chat(server: &TestServer, root: &Path) {
     let body = r#"{"messages":[{"role":"user","content":"go"}],"stream":true}"#;
     let (mut ours, mut base) = (Vec::new(), Vec::new());
     for round in 0..=5 {
-        server.script_chat(ChatScript { pieces: pieces(), ..ChatScript::default() });
+        server.script_chat(ChatScript {
+            pieces: pieces(),
+            ..ChatScript::default()
+        });
         let t = Instant::now();
-        let l = Arc::new(Counting { deltas: AtomicUsize::new(0) });
+        let l = Arc::new(Counting {
+            deltas: AtomicUsize::new(0),
+        });
         client
             .send_message(conv.clone(), "go".into(), None, l, None)
             .await
             .unwrap();
         let a = 10_000.0 / t.elapsed().as_secs_f64();
-        server.script_chat(ChatScript { pieces: pieces(), ..ChatScript::default() });
+        server.script_chat(ChatScript {
+            pieces: pieces(),
+            ..ChatScript::default()
+        });
         let t = Instant::now();
         let mut resp = http
             .post(&url)

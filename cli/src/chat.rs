@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tether::{
-    AuthState, CancelHandle, ChatListener, ChatOptions, Conversation, Message, PageAt,
-    SearchQuery, TetherClient, TetherError,
+    AuthState, CancelHandle, ChatListener, ChatOptions, Conversation, Message, PageAt, SearchQuery,
+    TetherClient, TetherError,
 };
 
 use crate::{Failure, Output};
@@ -99,7 +99,10 @@ pub async fn chat(c: &Arc<TetherClient>, a: ChatArgs) -> Result<Output, Failure>
             let kept = c
                 .list_messages(conversation.clone(), PageAt::Newest, 1)
                 .await?;
-            let chars = kept.messages.first().map_or(0, |m| m.content.chars().count());
+            let chars = kept
+                .messages
+                .first()
+                .map_or(0, |m| m.content.chars().count());
             eprintln!("cancelled: the partial reply ({chars} characters) is kept in conversation {conversation}");
             return Err(TetherError::Cancelled.into());
         }
@@ -128,12 +131,24 @@ pub async fn history(
         let hits = c.search_messages(q, None).await?;
         let text = hits
             .iter()
-            .map(|h| format!("{}  {}  {}", h.message.conversation_id, h.message.id, h.snippet))
+            .map(|h| {
+                format!(
+                    "{}  {}  {}",
+                    h.message.conversation_id, h.message.id, h.snippet
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n");
         return Ok(Output {
-            text: if hits.is_empty() { "no match".into() } else { text },
-            json: json!(hits.iter().map(|h| json!({"snippet": h.snippet, "message": message_json(&h.message)})).collect::<Vec<_>>()),
+            text: if hits.is_empty() {
+                "no match".into()
+            } else {
+                text
+            },
+            json: json!(hits
+                .iter()
+                .map(|h| json!({"snippet": h.snippet, "message": message_json(&h.message)}))
+                .collect::<Vec<_>>()),
         });
     }
     match conversation {
@@ -142,11 +157,22 @@ pub async fn history(
             let text = page
                 .conversations
                 .iter()
-                .map(|c| format!("{}  {}{}", c.id, c.title, if c.archived { "  (archived)" } else { "" }))
+                .map(|c| {
+                    format!(
+                        "{}  {}{}",
+                        c.id,
+                        c.title,
+                        if c.archived { "  (archived)" } else { "" }
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             Ok(Output {
-                text: if text.is_empty() { "no conversations".into() } else { text },
+                text: if text.is_empty() {
+                    "no conversations".into()
+                } else {
+                    text
+                },
                 json: json!({ "conversations": page.conversations.iter().map(conversation_json).collect::<Vec<_>>(),
                               "next_cursor": page.next_cursor }),
             })
@@ -180,9 +206,8 @@ pub async fn export(
             json: serde_json::from_str(&dump).unwrap_or(Value::Null),
         }),
         Some(path) => {
-            std::fs::write(&path, &dump).map_err(|e| {
-                Failure::new("storage", 11, format!("{}: {e}", path.display()))
-            })?;
+            std::fs::write(&path, &dump)
+                .map_err(|e| Failure::new("storage", 11, format!("{}: {e}", path.display())))?;
             Ok(Output {
                 text: format!("exported to {}", path.display()),
                 json: json!({ "path": path, "bytes": dump.len() }),
@@ -196,7 +221,10 @@ pub async fn import(c: &TetherClient, file: PathBuf) -> Result<Output, Failure> 
         .map_err(|e| Failure::new("usage", 2, format!("{}: {e}", file.display())))?;
     let s = c.import_history(dump).await?;
     Ok(Output {
-        text: format!("imported {} conversation(s), {} message(s)", s.conversations, s.messages),
+        text: format!(
+            "imported {} conversation(s), {} message(s)",
+            s.conversations, s.messages
+        ),
         json: json!({ "conversations": s.conversations, "messages": s.messages }),
     })
 }

@@ -207,7 +207,8 @@ struct Terminal {
 impl ChatListener for Terminal {
     fn on_delta(&self, _message_id: String, text: String) {
         use std::io::Write;
-        self.deltas.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.deltas
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         print!("{text}");
         let _ = std::io::stdout().flush();
     }
@@ -222,10 +223,11 @@ async fn chat_step(
     expect: &mut impl FnMut(bool, &str),
 ) -> Result<(), TetherError> {
     client.sign_in_anonymously(None, None).await?;
-    let pieces: Vec<String> = "Streaming replies land in SQLite as they arrive, so nothing the user saw is lost."
-        .split_inclusive(' ')
-        .map(str::to_string)
-        .collect();
+    let pieces: Vec<String> =
+        "Streaming replies land in SQLite as they arrive, so nothing the user saw is lost."
+            .split_inclusive(' ')
+            .map(str::to_string)
+            .collect();
     server.script_chat(tether_test_server::ChatScript {
         pieces: pieces.clone(),
         chunk_sizes: vec![5],
@@ -242,10 +244,20 @@ async fn chat_step(
     });
     print!("\n8. Chat: send_message(\"What happens to a reply?\") streams:\n   ");
     let reply = client
-        .send_message(conv.id.clone(), "What happens to a reply?".into(), None, listener.clone(), None)
+        .send_message(
+            conv.id.clone(),
+            "What happens to a reply?".into(),
+            None,
+            listener.clone(),
+            None,
+        )
         .await?;
-    let page = client.list_messages(conv.id.clone(), PageAt::Newest, 10).await?;
-    let hits = client.search_messages(SearchQuery::new("SQLite"), None).await?;
+    let page = client
+        .list_messages(conv.id.clone(), PageAt::Newest, 10)
+        .await?;
+    let hits = client
+        .search_messages(SearchQuery::new("SQLite"), None)
+        .await?;
     println!(
         "\n   stored: {} message(s), reply {:?}, {} characters from {} SSE pieces in {} listener call(s); search \"SQLite\" -> {}",
         page.messages.len(),

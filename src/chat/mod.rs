@@ -20,9 +20,7 @@ pub use stream::Counters;
 use crate::api::Api;
 use crate::error::{Error, Result, TetherError};
 use crate::runtime::CancelHandle;
-use crate::store::history::{
-    self, Attachment, Message, MessageStatus, NewMessage, Role,
-};
+use crate::store::history::{self, Attachment, Message, MessageStatus, NewMessage, Role};
 use crate::store::Store;
 use crate::transport::{Body, Request};
 
@@ -104,7 +102,7 @@ impl Chat {
     /// time, blocking).
     pub fn new(api: Arc<Api>, store: Arc<Store>) -> Result<Chat> {
         // A read first (the partial index makes it cheap): the common start writes nothing.
-        let left = store.read_blocking(|c| history::has_streaming(c))?;
+        let left = store.read_blocking(history::has_streaming)?;
         let n = match left {
             true => store.write_blocking(|tx| history::recover_streaming(tx))?,
             false => 0,

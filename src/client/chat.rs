@@ -30,7 +30,11 @@ impl TetherClient {
         listener: Arc<dyn ChatListener>,
         cancel: Option<Arc<CancelHandle>>,
     ) -> Result<Message, TetherError> {
-        self.call(None, |c| async move { c.send_message(conversation_id, text, options, listener, cancel).await }).await
+        self.call(None, |c| async move {
+            c.send_message(conversation_id, text, options, listener, cancel)
+                .await
+        })
+        .await
     }
 
     /// Replaces the reply `message_id` with a new reply to the messages before it.
@@ -42,7 +46,10 @@ impl TetherClient {
         listener: Arc<dyn ChatListener>,
         cancel: Option<Arc<CancelHandle>>,
     ) -> Result<Message, TetherError> {
-        self.call(None, |c| async move { c.regenerate(message_id, options, listener, cancel).await }).await
+        self.call(None, |c| async move {
+            c.regenerate(message_id, options, listener, cancel).await
+        })
+        .await
     }
 
     /// Goes on with a reply that was cut short (`Incomplete` or `Cancelled`): the partial
@@ -55,7 +62,11 @@ impl TetherClient {
         listener: Arc<dyn ChatListener>,
         cancel: Option<Arc<CancelHandle>>,
     ) -> Result<Message, TetherError> {
-        self.call(None, |c| async move { c.continue_incomplete(message_id, options, listener, cancel).await }).await
+        self.call(None, |c| async move {
+            c.continue_incomplete(message_id, options, listener, cancel)
+                .await
+        })
+        .await
     }
 }
 

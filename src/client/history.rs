@@ -8,8 +8,8 @@ use super::TetherClient;
 use crate::error::TetherError;
 use crate::runtime::CancelHandle;
 use crate::store::history::{
-    Attachment, Conversation, ConversationPage, ImportSummary, Message, MessagePage, PageAt, SearchHit,
-    Role, SearchQuery,
+    Attachment, Conversation, ConversationPage, ImportSummary, Message, MessagePage, PageAt, Role,
+    SearchHit, SearchQuery,
 };
 
 #[uniffi::export]
@@ -21,12 +21,16 @@ impl TetherClient {
         title: String,
         system_prompt: Option<String>,
     ) -> Result<Conversation, TetherError> {
-        self.call(None, |c| async move { c.create_conversation(title, system_prompt).await }).await
+        self.call(None, |c| async move {
+            c.create_conversation(title, system_prompt).await
+        })
+        .await
     }
 
     /// The conversation `id`, if there is one.
     pub async fn get_conversation(&self, id: String) -> Result<Option<Conversation>, TetherError> {
-        self.call(None, |c| async move { c.get_conversation(id).await }).await
+        self.call(None, |c| async move { c.get_conversation(id).await })
+            .await
     }
 
     /// Conversations, most recently active first, `limit` (1..=200) per page; pass a
@@ -38,23 +42,38 @@ impl TetherClient {
         limit: u32,
         include_archived: bool,
     ) -> Result<ConversationPage, TetherError> {
-        self.call(None, |c| async move { c.list_conversations(cursor, limit, include_archived).await }).await
+        self.call(None, |c| async move {
+            c.list_conversations(cursor, limit, include_archived).await
+        })
+        .await
     }
 
     /// Renames a conversation.
     pub async fn rename_conversation(&self, id: String, title: String) -> Result<(), TetherError> {
-        self.call(None, |c| async move { c.rename_conversation(id, title).await }).await
+        self.call(
+            None,
+            |c| async move { c.rename_conversation(id, title).await },
+        )
+        .await
     }
 
     /// Archives (or, with `false`, unarchives) a conversation.
     #[uniffi::method(default(archived = true))]
-    pub async fn archive_conversation(&self, id: String, archived: bool) -> Result<(), TetherError> {
-        self.call(None, |c| async move { c.archive_conversation(id, archived).await }).await
+    pub async fn archive_conversation(
+        &self,
+        id: String,
+        archived: bool,
+    ) -> Result<(), TetherError> {
+        self.call(None, |c| async move {
+            c.archive_conversation(id, archived).await
+        })
+        .await
     }
 
     /// Deletes a conversation and all its messages.
     pub async fn delete_conversation(&self, id: String) -> Result<(), TetherError> {
-        self.call(None, |c| async move { c.delete_conversation(id).await }).await
+        self.call(None, |c| async move { c.delete_conversation(id).await })
+            .await
     }
 
     /// One page of a conversation's messages (oldest first within the page): the newest,
@@ -66,7 +85,10 @@ impl TetherClient {
         at: PageAt,
         limit: u32,
     ) -> Result<MessagePage, TetherError> {
-        self.call(None, |c| async move { c.list_messages(conversation_id, at, limit).await }).await
+        self.call(None, |c| async move {
+            c.list_messages(conversation_id, at, limit).await
+        })
+        .await
     }
 
     /// Stores a message the app writes itself (a note, a detect or vision result with its
@@ -79,12 +101,17 @@ impl TetherClient {
         content: String,
         attachments: Vec<Attachment>,
     ) -> Result<Message, TetherError> {
-        self.call(None, |c| async move { c.append_message(conversation_id, role, content, attachments).await }).await
+        self.call(None, |c| async move {
+            c.append_message(conversation_id, role, content, attachments)
+                .await
+        })
+        .await
     }
 
     /// The message `id`, if there is one.
     pub async fn get_message(&self, id: String) -> Result<Option<Message>, TetherError> {
-        self.call(None, |c| async move { c.get_message(id).await }).await
+        self.call(None, |c| async move { c.get_message(id).await })
+            .await
     }
 
     /// Full-text search over finished messages, newest first, with highlighted snippets.
@@ -95,7 +122,8 @@ impl TetherClient {
         query: SearchQuery,
         cancel: Option<Arc<CancelHandle>>,
     ) -> Result<Vec<SearchHit>, TetherError> {
-        self.call(cancel, |c| async move { c.search_messages(query).await }).await
+        self.call(cancel, |c| async move { c.search_messages(query).await })
+            .await
     }
 
     /// One conversation, or all of them (`None`), as JSON for `import_history`.
@@ -104,12 +132,17 @@ impl TetherClient {
         &self,
         conversation_id: Option<String>,
     ) -> Result<String, TetherError> {
-        self.call(None, |c| async move { c.export_history(conversation_id).await }).await
+        self.call(
+            None,
+            |c| async move { c.export_history(conversation_id).await },
+        )
+        .await
     }
 
     /// Brings back an export losslessly (ids, order, statuses, attachments); a
     /// conversation already present is replaced. All or nothing.
     pub async fn import_history(&self, json: String) -> Result<ImportSummary, TetherError> {
-        self.call(None, |c| async move { c.import_history(json).await }).await
+        self.call(None, |c| async move { c.import_history(json).await })
+            .await
     }
 }

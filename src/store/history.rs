@@ -277,8 +277,7 @@ fn limit(n: u32) -> Result<i64> {
 
 // ---- conversations ----
 
-const CONVERSATION_COLUMNS: &str =
-    "id, title, system_prompt, created_at, updated_at, archived";
+const CONVERSATION_COLUMNS: &str = "id, title, system_prompt, created_at, updated_at, archived";
 
 fn conversation(r: &Row<'_>) -> rusqlite::Result<Conversation> {
     Ok(Conversation {
@@ -411,7 +410,8 @@ pub fn delete_conversation(tx: &Transaction<'_>, id: &str) -> Result<()> {
 
 // ---- messages ----
 
-const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.role, m.content, m.status, m.created_at, \
+const MESSAGE_COLUMNS: &str =
+    "m.id, m.conversation_id, m.role, m.content, m.status, m.created_at, \
      m.model, m.prompt_tokens, m.completion_tokens, m.error, m.attachments, m.seq";
 
 fn message(r: &Row<'_>) -> rusqlite::Result<Message> {
@@ -556,9 +556,7 @@ pub fn set_status(tx: &Transaction<'_>, id: &str, status: MessageStatus) -> Resu
 /// Replies left `streaming` by a process that died become `incomplete`; run at start.
 pub fn recover_streaming(tx: &Transaction<'_>) -> Result<usize> {
     Ok(tx
-        .prepare_cached(
-            "UPDATE messages SET status = 'incomplete' WHERE status = 'streaming'",
-        )?
+        .prepare_cached("UPDATE messages SET status = 'incomplete' WHERE status = 'streaming'")?
         .execute([])?)
 }
 
@@ -870,10 +868,13 @@ mod tests {
 
         s.write_blocking(|tx| rename_conversation(tx, &ids[0], "renamed"))
             .unwrap();
-        let got = s.read_blocking(|c| require_conversation(c, &ids[0])).unwrap();
+        let got = s
+            .read_blocking(|c| require_conversation(c, &ids[0]))
+            .unwrap();
         assert_eq!(got.title, "renamed");
 
-        s.write_blocking(|tx| delete_conversation(tx, &ids[1])).unwrap();
+        s.write_blocking(|tx| delete_conversation(tx, &ids[1]))
+            .unwrap();
         let (gone, orphans) = s
             .read_blocking(|c| {
                 Ok((
@@ -884,7 +885,9 @@ mod tests {
             .unwrap();
         assert_eq!(gone, None);
         assert_eq!(orphans, 0, "messages go with their conversation");
-        assert!(s.write_blocking(|tx| delete_conversation(tx, &ids[1])).is_err());
+        assert!(s
+            .write_blocking(|tx| delete_conversation(tx, &ids[1]))
+            .is_err());
     }
 
     #[test]
@@ -895,7 +898,13 @@ mod tests {
         let ms: Vec<Message> = (0..10)
             .map(|i| {
                 add(&s, &other, Role::User, "noise", MessageStatus::Complete);
-                add(&s, &c, Role::User, &format!("m{i}"), MessageStatus::Complete)
+                add(
+                    &s,
+                    &c,
+                    Role::User,
+                    &format!("m{i}"),
+                    MessageStatus::Complete,
+                )
             })
             .collect();
         let newest = s
@@ -916,7 +925,14 @@ mod tests {
         let c2 = c.clone();
         let oldest = s
             .read_blocking(move |cn| {
-                list_messages(cn, &c2, &PageAt::Before { message_id: ms[2].id.clone() }, 3)
+                list_messages(
+                    cn,
+                    &c2,
+                    &PageAt::Before {
+                        message_id: ms[2].id.clone(),
+                    },
+                    3,
+                )
             })
             .unwrap();
         assert_eq!(texts(&oldest), ["m0", "m1"]);
@@ -975,7 +991,13 @@ mod tests {
     fn leftover_streaming_becomes_incomplete_and_searchable() {
         let (_d, s) = store();
         let c = conv(&s, "t").id;
-        let m = add(&s, &c, Role::Assistant, "partial zebra", MessageStatus::Streaming);
+        let m = add(
+            &s,
+            &c,
+            Role::Assistant,
+            "partial zebra",
+            MessageStatus::Streaming,
+        );
         let hits = |s: &Store| {
             s.read_blocking(|cn| search(cn, &SearchQuery::new("zebra")))
                 .unwrap()
@@ -994,10 +1016,28 @@ mod tests {
         let c = conv(&s, "t").id;
         let other = conv(&s, "u").id;
         for i in 0..5 {
-            add(&s, &c, Role::User, &format!("apple number {i}"), MessageStatus::Complete);
+            add(
+                &s,
+                &c,
+                Role::User,
+                &format!("apple number {i}"),
+                MessageStatus::Complete,
+            );
         }
-        add(&s, &other, Role::User, "apple elsewhere", MessageStatus::Complete);
-        add(&s, &c, Role::User, "say \"hello\" AND (NEAR) -x * foo*", MessageStatus::Complete);
+        add(
+            &s,
+            &other,
+            Role::User,
+            "apple elsewhere",
+            MessageStatus::Complete,
+        );
+        add(
+            &s,
+            &c,
+            Role::User,
+            "say \"hello\" AND (NEAR) -x * foo*",
+            MessageStatus::Complete,
+        );
         let q = |text: &str| SearchQuery::new(text);
         let hits = s.read_blocking(|cn| search(cn, &q("apple"))).unwrap();
         let got: Vec<&str> = hits.iter().map(|h| h.message.content.as_str()).collect();
@@ -1015,21 +1055,35 @@ mod tests {
         assert_eq!(got, ["apple number 2", "apple number 1"]);
         // Operators and syntax are searched as text, never raise an error.
         for text in [
-            "\"hello\"", "AND", "(NEAR", "-x", "*", "foo*", "\"", "NEAR(", "hello AND", "OR",
-            "NOT apple", "a:b", "^", "''", "\u{1F600}", "",
+            "\"hello\"",
+            "AND",
+            "(NEAR",
+            "-x",
+            "*",
+            "foo*",
+            "\"",
+            "NEAR(",
+            "hello AND",
+            "OR",
+            "NOT apple",
+            "a:b",
+            "^",
+            "''",
+            "\u{1F600}",
+            "",
         ] {
             let r = s.read_blocking(move |cn| search(cn, &q(text)));
             assert!(r.is_ok(), "{text:?}: {r:?}");
         }
-        let one = |t: &'static str| {
-            s.read_blocking(move |cn| search(cn, &q(t)))
-                .unwrap()
-                .len()
-        };
+        let one = |t: &'static str| s.read_blocking(move |cn| search(cn, &q(t))).unwrap().len();
         assert_eq!(one("\"hello\""), 1);
         assert_eq!(one("AND"), 1, "AND is a word here");
         assert_eq!(one("NEAR"), 1);
-        assert_eq!(one("hello -apple"), 0, "- is not NOT: both words must occur");
+        assert_eq!(
+            one("hello -apple"),
+            0,
+            "- is not NOT: both words must occur"
+        );
         assert_eq!(one("NOT apple"), 0);
         assert_eq!(fts_query("say \"hi\""), Some("\"say\" \"hi\"".into()));
     }
@@ -1059,7 +1113,13 @@ mod tests {
 
         let (_d2, s2) = store();
         let summary = s2.write_blocking(|tx| import(tx, &json)).unwrap();
-        assert_eq!(summary, ImportSummary { conversations: 1, messages: 3 });
+        assert_eq!(
+            summary,
+            ImportSummary {
+                conversations: 1,
+                messages: 3
+            }
+        );
         let again = s2.read_blocking(|cn| export(cn, None)).unwrap();
         assert_eq!(json, again, "export -> import -> export is the identity");
         // Importing twice replaces rather than duplicates.
@@ -1070,9 +1130,13 @@ mod tests {
             .unwrap();
         assert_eq!(page.messages.len(), 3);
         assert_eq!(page.messages[2].status, MessageStatus::Cancelled);
-        let hits = s2.read_blocking(|cn| search(cn, &SearchQuery::new("partial"))).unwrap();
+        let hits = s2
+            .read_blocking(|cn| search(cn, &SearchQuery::new("partial")))
+            .unwrap();
         assert_eq!(hits.len(), 1, "imported messages are indexed once");
-        assert!(s2.write_blocking(|tx| import(tx, "{\"format\":\"x\"}")).is_err());
+        assert!(s2
+            .write_blocking(|tx| import(tx, "{\"format\":\"x\"}"))
+            .is_err());
     }
 
     #[test]
@@ -1103,12 +1167,14 @@ mod tests {
             for m in &MIGRATIONS[..mine] {
                 conn.execute_batch(m).unwrap();
             }
-            conn.pragma_update(None, "user_version", mine as i64).unwrap();
+            conn.pragma_update(None, "user_version", mine as i64)
+                .unwrap();
             conn.execute("INSERT INTO kv (key, value) VALUES ('note', 'kept')", [])
                 .unwrap();
-            assert!(conn
-                .prepare("SELECT 1 FROM conversations")
-                .is_err(), "the fixture predates the history tables");
+            assert!(
+                conn.prepare("SELECT 1 FROM conversations").is_err(),
+                "the fixture predates the history tables"
+            );
         }
         let s = Store::open(dir.path()).unwrap();
         let (v, note): (i64, String) = s
@@ -1122,7 +1188,9 @@ mod tests {
         assert_eq!((v, note.as_str()), (LATEST, "kept"));
         let c = conv(&s, "t").id;
         add(&s, &c, Role::User, "migrated fine", MessageStatus::Complete);
-        let hits = s.read_blocking(|cn| search(cn, &SearchQuery::new("migrated"))).unwrap();
+        let hits = s
+            .read_blocking(|cn| search(cn, &SearchQuery::new("migrated")))
+            .unwrap();
         assert_eq!(hits.len(), 1);
     }
 }

@@ -73,7 +73,11 @@ impl ChatScript {
     pub fn from_json(v: &Value) -> ChatScript {
         let mut pieces: Vec<String> = v["pieces"]
             .as_array()
-            .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         if let (Some(text), Some(n)) = (v["repeat"][0].as_str(), v["repeat"][1].as_u64()) {
             pieces.extend((0..n).map(|_| text.to_string()));
@@ -82,7 +86,11 @@ impl ChatScript {
             pieces,
             chunk_sizes: v["chunk_sizes"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|n| n.as_u64().map(|n| n as usize)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|n| n.as_u64().map(|n| n as usize))
+                        .collect()
+                })
                 .unwrap_or_default(),
             line_end: match v["line_end"].as_str() {
                 Some("crlf") => "\r\n",
@@ -97,9 +105,9 @@ impl ChatScript {
                     code: "upstream".into(),
                     message: "The model stream broke off".into(),
                 },
-                Some("stall") => {
-                    ChatEnd::Stall(Duration::from_millis(v["stall_ms"].as_u64().unwrap_or(60_000)))
-                }
+                Some("stall") => ChatEnd::Stall(Duration::from_millis(
+                    v["stall_ms"].as_u64().unwrap_or(60_000),
+                )),
                 _ => ChatEnd::Done,
             },
         }
@@ -128,7 +136,11 @@ pub(crate) fn post(s: &mut Inner, req: &Req, user: &str) -> Response<Body> {
             .is_some_and(|r| matches!(r, "system" | "user" | "assistant"))
             && m["content"].is_string();
         if !ok {
-            return error_resp(400, "bad_request", &format!("messages[{i}] needs role and content"));
+            return error_resp(
+                400,
+                "bad_request",
+                &format!("messages[{i}] needs role and content"),
+            );
         }
     }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -186,7 +198,8 @@ async fn play(script: ChatScript, prompt_tokens: usize, tx: mpsc::Sender<Bytes>)
         ChatEnd::Done => {
             let usage = json!({ "response": "", "usage": { "prompt_tokens": prompt_tokens,
                                                           "completion_tokens": script.pieces.len() } });
-            bytes.extend_from_slice(format!("data: {usage}{nl}{nl}data: [DONE]{nl}{nl}").as_bytes());
+            bytes
+                .extend_from_slice(format!("data: {usage}{nl}{nl}data: [DONE]{nl}{nl}").as_bytes());
         }
         ChatEnd::Error { code, message } => {
             let e = json!({ "error": { "code": code, "message": message } });
