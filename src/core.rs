@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::api::Api;
 use crate::auth::{Auth, AuthListener, AuthState, AuthTiming, TokenStore, User};
+use crate::chat::{Chat, ChatListener, ChatOptions};
 use crate::client::{ApiRequest, ApiResponse, HttpMethod};
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
@@ -19,7 +20,11 @@ use crate::images::{self, GeneratedImage, ImageOptions};
 use crate::jobs::{JobInfo, JobListener, Jobs};
 use crate::logging::{self, Logger};
 use crate::paywall::{Paywall, QuotaListener, QuotaState};
-use crate::runtime::runtime;
+use crate::runtime::{runtime, CancelHandle};
+use crate::store::history::{
+    self, Conversation, ConversationPage, ImportSummary, Message, MessagePage, PageAt, SearchHit,
+    SearchQuery,
+};
 use crate::store::{kv::CLOCK_OFFSET, Store};
 use crate::subscription::Subscription;
 use crate::transport::{Body, Request, Transport};
@@ -31,13 +36,15 @@ pub(crate) struct Core {
     pub dispatch: logging::LogDispatch,
     transport: Arc<Transport>,
     auth: Arc<Auth>,
-    api: Api,
+    api: Arc<Api>,
     paywall: Arc<Paywall>,
     first_byte: Duration,
     uploads: Uploads,
     jobs: Jobs,
     /// Where generated images go by default (`data_dir/images`).
     images_dir: PathBuf,
+    store: Arc<Store>,
+    chat: Chat,
 }
 
 impl Core {
@@ -62,14 +69,15 @@ impl Core {
             },
         ));
         let paywall = Paywall::restore(&store, transport.clock.clone(), config.quota_fail_fast);
-        let api = Api::new(
+        let api = Arc::new(Api::new(
             transport.clone(),
             auth.clone(),
             paywall.clone(),
             config.retry.clone(),
             total,
             config.max_response_bytes.into(),
-        );
+        ));
+        let chat = Chat::new(api.clone(), store.clone())?;
         Ok(Core {
             dispatch: logging::dispatch(logger, config.min_log_level()),
             transport,
@@ -80,6 +88,8 @@ impl Core {
             uploads: Uploads::new(Path::new(&config.data_dir))?,
             jobs: Jobs::new((*store).clone()),
             images_dir: Path::new(&config.data_dir).join("images"),
+            store,
+            chat,
         })
     }
 }
@@ -242,5 +252,151 @@ impl Core {
 
     pub async fn delete_job(&self, id: String) -> Result<bool> {
         self.jobs.delete(id).await
+    }
+}
+
+/// Chat and history.
+impl Core {
+    pub async fn send_message(
+        &self,
+        conversation_id: String,
+        text: String,
+        options: Option<ChatOptions>,
+        listener: Arc<dyn ChatListener>,
+        cancel: Option<Arc<CancelHandle>>,
+    ) -> Result<Message> {
+        let options = options.unwrap_or_default();
+        self.chat
+            .send_message(conversation_id, text, options, listener, cancel)
+            .await
+    }
+
+    pub async fn regenerate(
+        &self,
+        message_id: String,
+        options: Option<ChatOptions>,
+        listener: Arc<dyn ChatListener>,
+        cancel: Option<Arc<CancelHandle>>,
+    ) -> Result<Message> {
+        let options = options.unwrap_or_default();
+        self.chat
+            .regenerate(message_id, options, listener, cancel)
+            .await
+    }
+
+    pub async fn continue_incomplete(
+        &self,
+        message_id: String,
+        options: Option<ChatOptions>,
+        listener: Arc<dyn ChatListener>,
+        cancel: Option<Arc<CancelHandle>>,
+    ) -> Result<Message> {
+        let options = options.unwrap_or_default();
+        self.chat
+            .continue_incomplete(message_id, options, listener, cancel)
+            .await
+    }
+
+    /// (write transactions of replies, `on_delta` crossings) so far.
+    pub fn chat_counters(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.chat.counters;
+        (c.commits.load(Relaxed), c.deltas_delivered.load(Relaxed))
+    }
+
+    pub async fn create_conversation(
+        &self,
+        title: String,
+        system_prompt: Option<String>,
+    ) -> Result<Conversation> {
+        self.store
+            .write(move |tx| history::create_conversation(tx, &title, system_prompt.as_deref()))
+            .await
+    }
+
+    pub async fn get_conversation(&self, id: String) -> Result<Option<Conversation>> {
+        self.store
+            .read(move |c| history::get_conversation(c, &id))
+            .await
+    }
+
+    pub async fn list_conversations(
+        &self,
+        cursor: Option<String>,
+        limit: u32,
+        include_archived: bool,
+    ) -> Result<ConversationPage> {
+        self.store
+            .read(move |c| {
+                history::list_conversations(c, include_archived, cursor.as_deref(), limit)
+            })
+            .await
+    }
+
+    pub async fn rename_conversation(&self, id: String, title: String) -> Result<()> {
+        self.store
+            .write(move |tx| history::rename_conversation(tx, &id, &title))
+            .await
+    }
+
+    pub async fn archive_conversation(&self, id: String, archived: bool) -> Result<()> {
+        self.store
+            .write(move |tx| history::set_archived(tx, &id, archived))
+            .await
+    }
+
+    pub async fn delete_conversation(&self, id: String) -> Result<()> {
+        self.store
+            .write(move |tx| history::delete_conversation(tx, &id))
+            .await
+    }
+
+    pub async fn list_messages(
+        &self,
+        conversation_id: String,
+        at: PageAt,
+        limit: u32,
+    ) -> Result<MessagePage> {
+        self.store
+            .read(move |c| history::list_messages(c, &conversation_id, &at, limit))
+            .await
+    }
+
+    pub async fn append_message(
+        &self,
+        conversation_id: String,
+        role: history::Role,
+        content: String,
+        attachments: Vec<history::Attachment>,
+    ) -> Result<Message> {
+        let m = history::NewMessage {
+            conversation_id,
+            role,
+            content,
+            status: history::MessageStatus::Complete,
+            model: None,
+            attachments,
+        };
+        self.store
+            .write(move |tx| history::insert_message(tx, m))
+            .await
+    }
+
+    pub async fn get_message(&self, id: String) -> Result<Option<Message>> {
+        self.store.read(move |c| history::get_message(c, &id)).await
+    }
+
+    pub async fn search_messages(&self, query: SearchQuery) -> Result<Vec<SearchHit>> {
+        self.store.read(move |c| history::search(c, &query)).await
+    }
+
+    pub async fn export_history(&self, conversation_id: Option<String>) -> Result<String> {
+        self.store
+            .read(move |c| history::export(c, conversation_id.as_deref()))
+            .await
+    }
+
+    pub async fn import_history(&self, json: String) -> Result<ImportSummary> {
+        self.store.write(move |tx| history::import(tx, &json)).await
     }
 }

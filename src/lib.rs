@@ -6,6 +6,7 @@ uniffi::setup_scaffolding!();
 
 mod api;
 mod auth;
+mod chat;
 mod client;
 mod config;
 mod core;
@@ -17,6 +18,7 @@ mod paywall;
 mod quota;
 mod retry;
 mod runtime;
+pub mod sse;
 mod store;
 mod subscription;
 mod transport;
@@ -26,6 +28,7 @@ pub use auth::{
     file_token_store, in_memory_token_store, AuthListener, AuthState, FileTokenStore,
     InMemoryTokenStore, TokenStore, TokenStoreError, User,
 };
+pub use chat::{ChatListener, ChatOptions};
 pub use client::{ApiRequest, ApiResponse, HttpMethod, TetherClient};
 pub use config::{ClientConfig, RetryPolicy, Timeouts};
 pub use error::TetherError;
@@ -35,6 +38,10 @@ pub use logging::{LogLevel, Logger};
 pub use paywall::{QuotaListener, QuotaSource, QuotaState};
 pub use quota::Quota;
 pub use runtime::CancelHandle;
+pub use store::history::{
+    Attachment, Conversation, ConversationPage, ImportSummary, Message, MessagePage, MessageStatus,
+    PageAt, Role, SearchHit, SearchQuery, TokenUsage,
+};
 pub use subscription::Subscription;
 #[doc(hidden)]
 pub use upload::prepare_for_bench;

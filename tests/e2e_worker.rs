@@ -9,7 +9,8 @@
 //! has expired: the tenant `dev.tether.e2e.short-ttl` gets 2-second tokens from
 //! `scripts/e2e`), an image decoded to a PNG file and a `transcribe` job run to the end
 //! through the Worker's queue, and an image upload: a real JPEG (sideways, with GPS) through
-//! `detect` and `vision`, the Worker reading the size of what it received.
+//! `detect` and `vision`, the Worker reading the size of what it received, and a chat reply
+//! streamed from the Worker into the history.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -478,4 +479,82 @@ async fn a_real_jpeg_is_uploaded_upright_to_detect_and_vision() {
         }
         other => panic!("expected PlanRequired, got {other:?}"),
     }
+}
+
+/// Records what a chat listener hears.
+#[derive(Default)]
+struct ChatLog {
+    deltas: std::sync::Mutex<Vec<String>>,
+}
+
+impl tether::ChatListener for ChatLog {
+    fn on_delta(&self, _message_id: String, text: String) {
+        self.deltas.lock().unwrap().push(text);
+    }
+    fn on_complete(&self, _message: tether::Message) {}
+    fn on_error(&self, _message_id: String, _error: TetherError) {}
+}
+
+/// A reply streamed from the Worker (Workers AI SSE shape, stand-in model) lands in the
+/// history whole; a stream the model breaks off (`event: error`) is kept as `Failed` with
+/// the text that had arrived.
+#[tokio::test]
+#[ignore = "needs the Worker: run scripts/e2e"]
+async fn a_reply_streams_from_the_worker_into_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(Arc::new(SharedStore::default()), &dir);
+    c.restore_session().await.unwrap();
+    c.sign_in_anonymously(None, None).await.unwrap();
+    let conv = c
+        .create_conversation("e2e".into(), Some("Be brief.".into()))
+        .await
+        .unwrap();
+    let log = Arc::new(ChatLog::default());
+    let reply = c
+        .send_message(
+            conv.id.clone(),
+            "Tell me about streaming.".into(),
+            None,
+            log.clone(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, tether::MessageStatus::Complete);
+    assert!(!reply.content.is_empty());
+    assert_eq!(log.deltas.lock().unwrap().concat(), reply.content);
+    assert!(
+        reply.usage.is_some_and(|u| u.completion_tokens > 0),
+        "{:?}",
+        reply.usage
+    );
+    let page = c
+        .list_messages(conv.id.clone(), tether::PageAt::Newest, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 2);
+    assert_eq!(page.messages[1], reply);
+    assert!(
+        c.quota().remaining.is_some(),
+        "the chat response's quota headers were read"
+    );
+
+    let broken = c
+        .send_message(
+            conv.id.clone(),
+            "standin:break please".into(),
+            None,
+            log.clone(),
+            None,
+        )
+        .await;
+    let page = c
+        .list_messages(conv.id.clone(), tether::PageAt::Newest, 1)
+        .await
+        .unwrap();
+    let m = &page.messages[0];
+    assert!(broken.is_err(), "{broken:?}");
+    assert_eq!(m.status, tether::MessageStatus::Failed, "{m:?}");
+    assert!(!m.content.is_empty(), "the words before the break are kept");
+    assert!(m.error.is_some());
 }

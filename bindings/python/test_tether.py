@@ -205,6 +205,8 @@ async def scenario(url, data_dir):
     except tether.TetherError.Cancelled:
         check("CancelHandle cancels a call", True)
 
+    await chat_steps(url, client)
+
     text = "\n".join(logs.lines)
     check("the Python logger received Tether's logs", "tether::" in text and len(logs.lines) > 3)
     check("no token in the logs", token[-16:] not in text)
@@ -329,6 +331,70 @@ async def images_and_jobs(url, data_dir):
         check("13. unknown id -> InvalidInput not_found", False, "no error")
     except tether.TetherError.InvalidInput as e:
         check("13. unknown id -> InvalidInput not_found", e.code == "not_found", repr(e))
+
+
+class Deltas(tether.ChatListener):
+    def __init__(self):
+        self.deltas, self.completed, self.errors = [], [], []
+        self.first = threading.Event()
+
+    def on_delta(self, message_id, text):
+        self.deltas.append(text)
+        self.first.set()
+
+    def on_complete(self, message):
+        self.completed.append(message)
+
+    def on_error(self, message_id, error):
+        self.errors.append((message_id, error))
+
+
+async def chat_steps(url, client):
+    """Steps 12-14: a reply streamed through a Python listener into the history and
+    paged back, a search, a cancel that keeps the partial reply."""
+    admin(url, "quota-limit", {"limit": 1000})
+    pieces = [f"piece{i} caf\u00e9 " for i in range(30)]
+    admin(url, "chat-script", {"pieces": pieces, "chunk_sizes": [3, 5], "line_end": "crlf", "keep_alive_every": 2})
+    conv = await client.create_conversation("scenario", "Be brief.")
+    listener = Deltas()
+    reply = await client.send_message(conv.id, "hello from python", None, listener)
+    check("chat: the reply streamed through the listener is stored whole",
+          reply.status == tether.MessageStatus.COMPLETE and reply.content == "".join(pieces)
+          and "".join(listener.deltas) == reply.content and len(listener.completed) == 1,
+          repr((reply.status, len(listener.deltas))))
+    page = await client.list_messages(conv.id, tether.PageAt.NEWEST(), 1)
+    older = await client.list_messages(conv.id, tether.PageAt.BEFORE(page.messages[0].id), 10)
+    check("chat: paged back newest first, then before it",
+          page.messages[0].id == reply.id and page.has_more
+          and [m.content for m in older.messages] == ["hello from python"] and not older.has_more,
+          repr(older))
+
+    hits = await client.search_messages(tether.SearchQuery(text="piece7"))
+    check("search: finds the reply with a highlighted snippet",
+          len(hits) == 1 and hits[0].message.id == reply.id and "[piece7]" in hits[0].snippet, repr(hits))
+    try:
+        for q in ['"quoted', "AND", "*", "(NEAR", "-x"]:
+            await client.search_messages(tether.SearchQuery(text=q))
+        check("search: operators in the user's text raise no error", True)
+    except tether.TetherError as e:
+        check("search: operators in the user's text raise no error", False, repr(e))
+
+    admin(url, "chat-script", {"repeat": ["word ", 2000], "delay_ms": 5})
+    cancel = tether.CancelHandle()
+    slow = Deltas()
+    task = asyncio.ensure_future(client.send_message(conv.id, "a long one", None, slow, cancel))
+    await asyncio.get_running_loop().run_in_executor(None, slow.first.wait, 30)
+    cancel.cancel()
+    try:
+        await task
+        check("chat: a cancel ends the call with Cancelled", False)
+    except tether.TetherError.Cancelled:
+        check("chat: a cancel ends the call with Cancelled", True)
+    page = await client.list_messages(conv.id, tether.PageAt.NEWEST(), 1)
+    m = page.messages[0]
+    check("chat: the cancelled reply is stored as Cancelled with its partial text",
+          m.status == tether.MessageStatus.CANCELLED and 0 < len(m.content) < 2000 * 5
+          and ("word " * 2000).startswith(m.content), repr((m.status, len(m.content))))
 
 
 class SlowEvents(tether.AuthListener):

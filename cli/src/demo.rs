@@ -2,14 +2,17 @@
 //! idempotency key, single-flight refresh, restore on next launch, an image decoded to a
 //! PNG file, a job waited on to the end, the paywall through the quota state and its
 //! listener up to a purchase that lifts it, a photo upload that arrives upright and
-//! without its GPS position, sign-out)
+//! without its GPS position, a chat reply streamed into the on-device history, sign-out)
 //! against an embedded local contract server on loopback. It checks its own steps, so
 //! the test command fails loudly if it ever stops demonstrating what it claims.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use tether::{ApiRequest, AuthState, ClientConfig, HttpMethod, TetherClient, TetherError};
+use tether::{
+    ApiRequest, AuthState, ChatListener, ClientConfig, HttpMethod, Message, MessageStatus, PageAt,
+    SearchQuery, TetherClient, TetherError,
+};
 use tether_cli::api_request;
 use tether_test_server::{Fault, TestServer};
 
@@ -466,7 +469,88 @@ pub async fn demo(verbose: bool) -> Result<Vec<String>, TetherError> {
         }
         other => expect(false, &format!("step 9: expected SignedOut, got {other:?}")),
     }
+
+    chat_step(&next_launch, &server, &mut expect).await?;
+
     let _ = std::fs::remove_dir_all(&dir);
     println!("\ndone.");
     Ok(problems)
+}
+
+/// Prints the reply as it streams, and counts the listener crossings.
+struct Terminal {
+    deltas: std::sync::atomic::AtomicUsize,
+}
+
+impl ChatListener for Terminal {
+    fn on_delta(&self, _message_id: String, text: String) {
+        use std::io::Write;
+        self.deltas
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+    }
+    fn on_complete(&self, _message: Message) {}
+    fn on_error(&self, _message_id: String, _error: TetherError) {}
+}
+
+/// Step 8: a reply streamed to the terminal and into the history, then read back.
+async fn chat_step(
+    client: &Arc<TetherClient>,
+    server: &TestServer,
+    expect: &mut impl FnMut(bool, &str),
+) -> Result<(), TetherError> {
+    client.sign_in_anonymously(None, None).await?;
+    let pieces: Vec<String> =
+        "Streaming replies land in SQLite as they arrive, so nothing the user saw is lost."
+            .split_inclusive(' ')
+            .map(str::to_string)
+            .collect();
+    server.script_chat(tether_test_server::ChatScript {
+        pieces: pieces.clone(),
+        chunk_sizes: vec![5],
+        line_end: "\r\n",
+        keep_alive_every: 4,
+        delay: std::time::Duration::from_millis(15),
+        ..Default::default()
+    });
+    let conv = client
+        .create_conversation("Demo".into(), Some("Be brief.".into()))
+        .await?;
+    let listener = Arc::new(Terminal {
+        deltas: Default::default(),
+    });
+    print!("\n10. Chat: send_message(\"What happens to a reply?\") streams:\n   ");
+    let reply = client
+        .send_message(
+            conv.id.clone(),
+            "What happens to a reply?".into(),
+            None,
+            listener.clone(),
+            None,
+        )
+        .await?;
+    let page = client
+        .list_messages(conv.id.clone(), PageAt::Newest, 10)
+        .await?;
+    let hits = client
+        .search_messages(SearchQuery::new("SQLite"), None)
+        .await?;
+    println!(
+        "\n   stored: {} message(s), reply {:?}, {} characters from {} SSE pieces in {} listener call(s); search \"SQLite\" -> {}",
+        page.messages.len(),
+        reply.status,
+        reply.content.chars().count(),
+        pieces.len(),
+        listener.deltas.load(std::sync::atomic::Ordering::Relaxed),
+        hits.first().map(|h| h.snippet.clone()).unwrap_or_default()
+    );
+    expect(
+        reply.status == MessageStatus::Complete
+            && reply.content == pieces.concat()
+            && page.messages.len() == 2
+            && hits.len() == 1,
+        "step 10: the reply streamed, stored whole and found by search",
+    );
+    Ok(())
 }

@@ -7,10 +7,13 @@
 //!   through `TetherClient`, the session kept in a file token store under `--data-dir`.
 //! - `detect FILE`, `vision FILE QUESTION`: image uploads with a progress bar (`upload.rs`).
 //! - `image PROMPT [-o FILE]`, `job submit|status|wait|pending`: in `jobs.rs`.
+//! - `chat TEXT`, `history`, `export`, `import`: the chat and the on-device history
+//!   (`chat.rs`).
 //! - `demo [--verbose]`: the walkthrough in `demo.rs`.
 //! - `serve [--port N]`: the contract server alone (for the binding tests), printing
 //!   `listening http://127.0.0.1:<port>` and serving until killed or stdin closes.
 
+mod chat;
 mod demo;
 mod jobs;
 mod upload;
@@ -155,6 +158,50 @@ enum Command {
     Job {
         #[command(subcommand)]
         action: jobs::JobCommand,
+    },
+    /// Send TEXT in a conversation (a new one unless --conversation) and print the reply
+    /// as it streams; Ctrl-C cancels and keeps the partial reply in the history.
+    Chat {
+        /// The message.
+        text: String,
+        /// Continue this conversation (an id from `tether history`).
+        #[arg(long, value_name = "ID")]
+        conversation: Option<String>,
+        /// The system prompt of a new conversation.
+        #[arg(long, value_name = "TEXT")]
+        system: Option<String>,
+        /// Ask for the reply whole instead of streamed.
+        #[arg(long)]
+        no_stream: bool,
+    },
+    /// The on-device history: conversations (most recent first), a conversation's newest
+    /// messages, or --search across messages (newest first).
+    History {
+        /// A conversation id: show its messages (or search only in it).
+        conversation: Option<String>,
+        /// Full-text search (literal words, all must occur).
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
+        /// Items per page (1..=200).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Include archived conversations in the list.
+        #[arg(long)]
+        archived: bool,
+    },
+    /// Export the history (or one conversation) as JSON.
+    Export {
+        /// Only this conversation.
+        #[arg(long, value_name = "ID")]
+        conversation: Option<String>,
+        /// Write to FILE instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Import an export (conversations with the same id are replaced).
+    Import {
+        /// The JSON file written by `tether export`.
+        file: PathBuf,
     },
     /// Walk through what the core does against its own embedded contract server (it
     /// ignores --base-url and --data-dir). --verbose shows the library's log lines.
@@ -459,7 +506,7 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
             Failure::new(
                 "usage",
                 2,
-                "a command is required (login, logout, whoami, quota, request, detect, vision, image, job, demo, serve); see `tether --help`",
+                "a command is required (login, logout, whoami, quota, request, detect, vision, image, job, chat, history, export, import, demo, serve); see `tether --help`",
             ),
             json,
         ),
@@ -737,6 +784,30 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
             height,
         } => jobs::image(c, prompt, output, width, height).await,
         Command::Job { action } => jobs::job(c, action, cli.json).await,
+        Command::Chat {
+            text,
+            conversation,
+            system,
+            no_stream,
+        } => {
+            let args = chat::ChatArgs {
+                text,
+                conversation,
+                system,
+                no_stream,
+                embedded: s._server.is_some(),
+                json: cli.json,
+            };
+            chat::chat(c, args).await
+        }
+        Command::History {
+            conversation,
+            search,
+            limit,
+            archived,
+        } => chat::history(c, conversation, search, limit, archived).await,
+        Command::Export { conversation, out } => chat::export(c, conversation, out).await,
+        Command::Import { file } => chat::import(c, file).await,
         Command::Demo | Command::Serve { .. } => Err(Failure::new(
             "usage",
             2,

@@ -208,7 +208,8 @@ fn every_subcommand_has_help_and_the_exit_codes_are_documented() {
         assert!(top.contains(needle), "{needle}");
     }
     for sub in [
-        "login", "logout", "whoami", "quota", "request", "image", "job", "demo", "serve",
+        "login", "logout", "whoami", "quota", "request", "image", "job", "chat", "history",
+        "export", "import", "demo", "serve",
     ] {
         let o = tether(home.path(), &[sub, "--help"]);
         assert!(o.status.success(), "{sub}");
@@ -291,4 +292,123 @@ fn image_writes_a_png_and_job_submit_waits_to_the_end() {
     assert_eq!(v["result"]["text"], "transcript of https://x/a.mp3");
     let o = tether(home.path(), &["job", "submit", "summarize"]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+}
+
+/// `chat` streams into the history in the data dir; `history`, `--search`, `export` and
+/// `import` read it back in later commands; Ctrl-C (SIGINT) keeps the partial reply.
+#[test]
+fn chat_history_search_export_import_and_ctrl_c() {
+    let server = Serve::start();
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let (d, url) = (data.to_str().unwrap(), server.url.as_str());
+    let o = tether(home.path(), &["--data-dir", d, "--base-url", url, "login"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tether(
+        home.path(),
+        &["--data-dir", d, "--base-url", url, "chat", "hello lisbon"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("You said: hello lisbon"), "{out}");
+    let list = json_ok(&tether(
+        home.path(),
+        &["--data-dir", d, "--json", "history"],
+    ));
+    let conv = list["conversations"][0]["id"].as_str().unwrap().to_string();
+    let msgs = json_ok(&tether(
+        home.path(),
+        &["--data-dir", d, "--json", "history", &conv],
+    ));
+    assert_eq!(msgs["messages"][1]["content"], "You said: hello lisbon");
+    assert_eq!(msgs["messages"][1]["status"], "complete");
+    let hits = json_ok(&tether(
+        home.path(),
+        &[
+            "--data-dir",
+            d,
+            "--json",
+            "history",
+            "--search",
+            "lisbon AND (\"x",
+        ],
+    ));
+    assert_eq!(hits.as_array().unwrap().len(), 0, "every word must occur");
+    let hits = json_ok(&tether(
+        home.path(),
+        &["--data-dir", d, "--json", "history", "--search", "LISBON"],
+    ));
+    assert_eq!(hits.as_array().unwrap().len(), 2);
+    let file = home.path().join("export.json");
+    let o = tether(
+        home.path(),
+        &["--data-dir", d, "export", "-o", file.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = home.path().join("other");
+    let o = tether(
+        home.path(),
+        &[
+            "--data-dir",
+            other.to_str().unwrap(),
+            "--json",
+            "import",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(json_ok(&o)["messages"], 2);
+
+    // A long slow reply, interrupted once it is printing.
+    let script = r#"{"repeat":["word ",3000],"delay_ms":5}"#;
+    let admin = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-XPOST",
+            &format!("{url}/__admin/chat-script"),
+            "-d",
+            script,
+        ])
+        .output();
+    if admin.map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("curl is missing: the Ctrl-C part is skipped");
+        return;
+    }
+    let mut child = Command::new(BIN)
+        .args([
+            "--data-dir",
+            d,
+            "--base-url",
+            url,
+            "chat",
+            "--conversation",
+            &conv,
+            "go",
+        ])
+        .env("HOME", home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 5];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert_eq!(&first, b"word ");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("partial reply"), "{}", stderr(&o));
+    let msgs = json_ok(&tether(
+        home.path(),
+        &["--data-dir", d, "--json", "history", &conv],
+    ));
+    let last = msgs["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["status"], "cancelled");
+    let text = last["content"].as_str().unwrap();
+    assert!(!text.is_empty() && "word ".repeat(3000).starts_with(text));
 }

@@ -4,6 +4,8 @@
 //! [`Core`], run on the library's runtime with the client's log dispatch, its internal
 //! error mapped to [`TetherError`] once.
 
+mod chat;
+mod history;
 mod jobs;
 mod quota;
 mod requests;

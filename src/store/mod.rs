@@ -4,8 +4,9 @@
 //! - `schema.rs`: the forward-only migrations (`PRAGMA user_version`), run at open.
 //! - `kv.rs`: the small typed key-value facts (today: the server-clock offset).
 //! - `jobs.rs`: the jobs this device submitted (recorded before they are sent).
-//! - later `history.rs` (messages, FTS) and the small tables the features persist
-//!   (quota, jobs, outbox), each a module of its own next to `kv.rs`.
+//! - `quota.rs`: the quota state's one row.
+//! - `history.rs`: conversations and messages, pages, FTS search, export/import.
+//! - later the outbox, a module of its own next to `kv.rs`.
 //!
 //! One writer connection and a small pool of reader connections, in WAL mode: a reader
 //! sees the last committed state and never waits for the writer. Connections open when
@@ -17,6 +18,7 @@
 //! processes sharing a `data_dir` queue (up to the busy timeout) instead of failing
 //! half-way.
 
+pub mod history;
 pub mod jobs;
 pub mod kv;
 pub mod quota;
@@ -169,6 +171,8 @@ fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The history's queries (pages, search, streaming appends) all stay prepared.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 

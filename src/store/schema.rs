@@ -57,6 +57,53 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         submitted_at    INTEGER NOT NULL,
         updated_at      INTEGER NOT NULL
     ) STRICT;",
+    // v5: the conversation history (`history.rs`). Messages are keyed for paging by
+    // `seq`, the rowid (insertion order), and by their text `id` everywhere else.
+    // The FTS index holds finished messages only: a reply re-written ten times a second
+    // while it streams is indexed once, when it stops streaming.
+    "CREATE TABLE conversations (
+        id            TEXT PRIMARY KEY NOT NULL,
+        title         TEXT NOT NULL,
+        system_prompt TEXT,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        archived      INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX conversations_recent ON conversations (archived, updated_at DESC, id DESC);
+    CREATE TABLE messages (
+        seq               INTEGER PRIMARY KEY,
+        id                TEXT NOT NULL UNIQUE,
+        conversation_id   TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        role              TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+        content           TEXT NOT NULL,
+        status            TEXT NOT NULL
+            CHECK (status IN ('complete', 'streaming', 'incomplete', 'cancelled', 'failed')),
+        created_at        INTEGER NOT NULL,
+        model             TEXT,
+        prompt_tokens     INTEGER,
+        completion_tokens INTEGER,
+        error             TEXT,
+        attachments       TEXT
+    ) STRICT;
+    CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
+    CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming';
+    CREATE VIRTUAL TABLE messages_fts USING fts5 (
+        content, content = 'messages', content_rowid = 'seq', tokenize = 'unicode61'
+    );
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
+        WHEN new.status <> 'streaming' BEGIN
+        INSERT INTO messages_fts (rowid, content) VALUES (new.seq, new.content);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+        WHEN old.status <> 'streaming' BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.seq, old.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, status ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content)
+            SELECT 'delete', old.seq, old.content WHERE old.status <> 'streaming';
+        INSERT INTO messages_fts (rowid, content)
+            SELECT new.seq, new.content WHERE new.status <> 'streaming';
+    END;",
 ];
 
 /// The schema version this library writes.
@@ -184,7 +231,16 @@ mod tests {
             .map(|r| r.unwrap())
             .collect();
         tables.sort();
-        assert_eq!(tables, ["jobs", "kv", "quota_state"]);
+        for t in [
+            "conversations",
+            "jobs",
+            "kv",
+            "messages",
+            "messages_fts",
+            "quota_state",
+        ] {
+            assert!(tables.iter().any(|n| n == t), "{t} in {tables:?}");
+        }
     }
 
     /// The jobs migration, from the version just before it (found by its content, so the

@@ -14,6 +14,9 @@
  *     HTTP request is abandoned (the server never completes the delayed job), and the
  *     client keeps working;
  *   - a CancelHandle cancels with TetherError.Cancelled;
+ *   - chat (tests/scenario.md 12-14): a reply streamed through a TypeScript ChatListener
+ *     into the history and paged back, a search, and an AbortSignal that cancels a long
+ *     reply, which stays stored as Cancelled with its partial text;
  *   - TokenStore, Logger and AuthListener are implemented in TypeScript;
  *   - (scenario.md step 12) detect() on a PNG this program writes by hand; then a 413
  *     and a 402 (a TypeScript UploadProgress cannot be passed yet: see the step);
@@ -41,6 +44,9 @@ import {
   AuthState,
   CancelHandle,
   ClientConfig,
+  MessageStatus,
+  PageAt,
+  SearchQuery,
   HttpMethod,
   ImageOptions,
   JobStatus,
@@ -55,6 +61,8 @@ import {
   type AuthListener,
   type JobInfo,
   type JobListener,
+  type ChatListener,
+  type Message,
   type Logger,
   type QuotaListener,
   type QuotaState,
@@ -543,6 +551,75 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     handle.uniffiDestroy();
     const after = await client.send(quotaCall);
     check("the client still works afterwards", after.status === 200, () => `${after.status}`);
+  });
+
+  await step("chat: a reply streamed into the history, searched, and aborted", async () => {
+    class Chat implements ChatListener {
+      deltas: string[] = [];
+      completed: Message[] = [];
+      errors: unknown[] = [];
+      onDelta(_messageId: string, text: string): void {
+        this.deltas.push(text);
+      }
+      onComplete(message: Message): void {
+        this.completed.push(message);
+      }
+      onError(_messageId: string, error: TetherError): void {
+        this.errors.push(error);
+      }
+    }
+    const pieces = Array.from({ length: 30 }, (_, i) => `piece${i} caf\u00e9 `);
+    await server.admin("chat-script", { pieces, chunk_sizes: [3, 5], line_end: "crlf", keep_alive_every: 2 });
+    const conv = await client.createConversation("scenario", "Be brief.");
+    const chat = new Chat();
+    const reply = await client.sendMessage(conv.id, "hello from typescript", undefined, chat);
+    check(
+      "the reply streamed through the TypeScript listener is stored whole",
+      reply.status === MessageStatus.Complete && reply.content === pieces.join("") &&
+        chat.deltas.join("") === reply.content && chat.completed.length === 1,
+      () => `${reply.status} ${chat.deltas.length}`,
+    );
+    const page = await client.listMessages(conv.id, new PageAt.Newest(), 1);
+    const older = await client.listMessages(conv.id, new PageAt.Before({ messageId: page.messages[0].id }), 10);
+    check(
+      "paged back: newest, then before it",
+      page.messages[0].id === reply.id && page.hasMore &&
+        older.messages.map((m) => m.content).join("|") === "hello from typescript" && !older.hasMore,
+      () => JSON.stringify(older.messages.map((m) => m.content)),
+    );
+    const hits = await client.searchMessages(SearchQuery.create({ text: "piece7" }));
+    check(
+      "search finds the reply with a highlighted snippet",
+      hits.length === 1 && hits[0].message.id === reply.id && hits[0].snippet.includes("[piece7]"),
+      () => JSON.stringify(hits.map((h) => h.snippet)),
+    );
+    const bad = await thrown(async () => {
+      for (const text of ['"quoted', "AND", "*", "(NEAR", "-x"]) await client.searchMessages(SearchQuery.create({ text }));
+    });
+    check("operators in the user's text raise no error", bad === undefined, () => describe(bad));
+
+    await server.admin("chat-script", { repeat: ["word ", 2000], delay_ms: 5 });
+    const slow = new Chat();
+    const ac = new AbortController();
+    const p = client.sendMessage(conv.id, "a long one", undefined, slow, undefined, { signal: ac.signal });
+    check("the long reply starts streaming", await eventually(() => slow.deltas.length > 0, 10_000));
+    ac.abort();
+    const e = await thrown(() => p);
+    check("abort() -> the promise rejects with AbortError", e instanceof Error && e.name === "AbortError", () => describe(e));
+    let last: Message | undefined;
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      last = (await client.listMessages(conv.id, new PageAt.Newest(), 1)).messages[0];
+      if (last.status === MessageStatus.Cancelled) break;
+      await sleep(20);
+    }
+    const text = last?.content ?? "";
+    check(
+      "the aborted reply is stored as Cancelled with its partial text",
+      last?.status === MessageStatus.Cancelled && text.length > 0 && text.length < 2000 * 5 &&
+        "word ".repeat(2000).startsWith(text),
+      () => `${last?.status} ${text.length}`,
+    );
   });
 
   await step("quota used up -> PlanRequired", async () => {

@@ -71,6 +71,19 @@ final class RecordingLogger: Logger, @unchecked Sendable {
     }
 }
 
+final class RecordingChat: ChatListener, @unchecked Sendable {
+    private let lock = NSLock()
+    private var _deltas: [String] = []
+    private var _completed: [Message] = []
+
+    var deltas: [String] { lock.lock(); defer { lock.unlock() }; return _deltas }
+    var completed: [Message] { lock.lock(); defer { lock.unlock() }; return _completed }
+
+    func onDelta(messageId: String, text: String) { lock.lock(); _deltas.append(text); lock.unlock() }
+    func onComplete(message: Message) { lock.lock(); _completed.append(message); lock.unlock() }
+    func onError(messageId: String, error: TetherError) {}
+}
+
 // MARK: - The contract server and its admin endpoints
 
 final class ContractServer {
@@ -376,9 +389,10 @@ final class ScenarioTests: XCTestCase {
         XCTAssertEqual(quota.status, 200)
         XCTAssertTrue(quota.body.contains(#""plan""#), quota.body)
         XCTAssertTrue(quota.requestId?.hasPrefix("req-") == true)
-        let last = client.lastQuota()
-        XCTAssertEqual(last?.plan, "free")
-        XCTAssertGreaterThan(last?.limit ?? 0, 0)
+        let last = client.quota()
+        XCTAssertEqual(last.plan, "free")
+        XCTAssertGreaterThan(last.limit ?? 0, 0)
+        XCTAssertEqual(last.source, .server)
 
         // Expired tokens, then 10 concurrent calls: all succeed with exactly one refresh.
         let oldToken = try await client.accessToken(cancel: nil)
@@ -450,6 +464,50 @@ final class ScenarioTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(start), 1.5)
         let after = try await client.send(request: quotaCall, cancel: nil)
         XCTAssertEqual(after.status, 200)
+
+        // Chat (tests/scenario.md 12-14): a reply streamed through a Swift listener into
+        // the history and paged back, a search, and a cancelled reply kept as Cancelled.
+        let pieces = (0..<30).map { "piece\($0) caf\u{e9} " }
+        let piecesJSON = pieces.map { "\"\($0)\"" }.joined(separator: ",")
+        try await server.admin("chat-script", #"{"pieces":[\#(piecesJSON)],"chunk_sizes":[3,5],"line_end":"crlf","keep_alive_every":2}"#)
+        let conv = try await client.createConversation(title: "scenario", systemPrompt: "Be brief.")
+        let chat = RecordingChat()
+        let reply = try await client.sendMessage(
+            conversationId: conv.id, text: "hello from swift", options: nil, listener: chat, cancel: nil)
+        XCTAssertEqual(reply.status, .complete)
+        XCTAssertEqual(reply.content, pieces.joined())
+        XCTAssertEqual(chat.deltas.joined(), reply.content)
+        let page = try await client.listMessages(conversationId: conv.id, at: .newest, limit: 1)
+        XCTAssertEqual(page.messages.first?.id, reply.id)
+        XCTAssertTrue(page.hasMore)
+        let older = try await client.listMessages(
+            conversationId: conv.id, at: .before(messageId: reply.id), limit: 10)
+        XCTAssertEqual(older.messages.map(\.content), ["hello from swift"])
+        let hits = try await client.searchMessages(query: SearchQuery(text: "piece7"), cancel: nil)
+        XCTAssertEqual(hits.first?.message.id, reply.id)
+        XCTAssertTrue(hits.first?.snippet.contains("[piece7]") ?? false)
+        for text in ["\"quoted", "AND", "*", "(NEAR", "-x"] {
+            _ = try await client.searchMessages(query: SearchQuery(text: text), cancel: nil)
+        }
+        try await server.admin("chat-script", #"{"repeat":["word ",2000],"delay_ms":5}"#)
+        let slow = RecordingChat()
+        let stop = CancelHandle()
+        let long = Task {
+            try await client.sendMessage(
+                conversationId: conv.id, text: "a long one", options: nil, listener: slow, cancel: stop)
+        }
+        let started = await eventually(10) { !slow.deltas.isEmpty }
+        XCTAssertTrue(started)
+        stop.cancel()
+        let longResult = await long.result
+        if case .failure(let error) = longResult, case .Cancelled? = error as? TetherError {
+        } else {
+            XCTFail("chat cancel: expected .Cancelled, got \(longResult)")
+        }
+        let cut = try await client.listMessages(conversationId: conv.id, at: .newest, limit: 1).messages[0]
+        XCTAssertEqual(cut.status, .cancelled)
+        XCTAssertFalse(cut.content.isEmpty)
+        XCTAssertTrue(String(repeating: "word ", count: 2000).hasPrefix(cut.content))
 
         // The Swift Logger got log lines, none with a token in it.
         let access = try await client.accessToken(cancel: nil)

@@ -15,6 +15,7 @@
 //! | `family-revocations` | | `{"count": N}` families revoked by reuse or sign-out |
 //! | `image-fault` | `{"kind": "corrupt-base64" \| "not-png" \| "cut-off"}` | the next `/images` answer has that defect |
 //! | `job-runs` | | `{"count": N}` jobs created (a replayed submission creates none) |
+//! | `chat-script` | see [`ChatScript::from_json`](crate::ChatScript::from_json) | queues the next chat reply's script |
 //! | `refresh-token-state` | `{"refresh_token"}` | `{"state": "fresh" \| "used" \| "revoked" \| null}` |
 //!
 //! Any other command: `404`. Successful commands without an answer of their own give
@@ -81,6 +82,7 @@ pub(crate) fn handle(state: &Mutex<Inner>, cmd: &str, body: &[u8]) -> Response<B
             s.images.faults.push_back(f);
         }
         "job-runs" => return json_resp(200, &json!({ "count": s.jobs.runs })),
+        "chat-script" => s.chats.scripts.push_back(crate::ChatScript::from_json(&v)),
         "family-revocations" => {
             return json_resp(200, &json!({ "count": s.sessions.family_revocations }));
         }

@@ -20,8 +20,8 @@
 //! - `http.rs`: response helpers (JSON and error bodies, `Date`).
 //! - `routes/mod.rs`: routing, auth in front, quota headers, the idempotency store,
 //!   `/api/v1/echo`; `routes/auth.rs` (anonymous, refresh, signout), `routes/quota.rs`,
-//!   `routes/jobs.rs`, `routes/images.rs`, `routes/upload.rs` (multipart `detect`, `vision`);
-//!   the SSE chat goes in `routes/chat.rs`, registered in `routes/mod.rs`.
+//!   `routes/jobs.rs`, `routes/images.rs`, `routes/upload.rs` (multipart `detect`, `vision`),
+//!   `routes/chat.rs` (the SSE chat, scriptable with [`ChatScript`]).
 //! - `sample.rs`: sample photos made on the spot (EXIF GPS, orientation, ICC).
 
 mod admin;
@@ -43,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 pub use faults::Fault;
+pub use routes::chat::{ChatEnd, ChatScript};
 pub use routes::images::{png, ImageFault};
 pub use routes::upload::Upload;
 
@@ -71,6 +72,7 @@ pub(crate) struct Inner {
     pub(crate) idempotency: routes::Idempotency,
     pub(crate) jobs: routes::jobs::Jobs,
     pub(crate) images: routes::images::Images,
+    pub(crate) chats: routes::chat::Chats,
     pub(crate) faults: VecDeque<(String, Fault)>,
     holds: VecDeque<(String, Arc<HoldShared>)>,
     pub(crate) log: Vec<Recorded>,
@@ -131,6 +133,7 @@ impl TestServer {
             idempotency: routes::Idempotency::default(),
             jobs: routes::jobs::Jobs::default(),
             images: routes::images::Images::default(),
+            chats: routes::chat::Chats::default(),
             faults: VecDeque::new(),
             holds: VecDeque::new(),
             log: Vec::new(),
@@ -293,6 +296,11 @@ impl TestServer {
     /// How many jobs the server created (ran); a replayed submission creates none.
     pub fn job_runs(&self) -> usize {
         self.with(|s| s.jobs.runs)
+    }
+
+    /// Scripts the next chat reply (queued: one script per `POST /api/v1/chat`).
+    pub fn script_chat(&self, script: ChatScript) {
+        self.with(|s| s.chats.scripts.push_back(script));
     }
 
     /// How many metered requests were charged to quota.

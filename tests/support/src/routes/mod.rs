@@ -9,6 +9,7 @@
 //! the SSE chat goes in `chat.rs`, added to [`find`]'s table.
 
 pub(crate) mod auth;
+pub(crate) mod chat;
 pub(crate) mod images;
 pub(crate) mod jobs;
 pub(crate) mod quota;
@@ -99,6 +100,7 @@ fn find(method: &Method, path: &str) -> Result<Handler, Box<Response<Body>>> {
         "/api/v1/detect" => (&[Method::POST], A(upload::detect)),
         "/api/v1/vision" => (&[Method::POST], A(upload::vision)),
         "/api/v1/images" => (&[Method::POST], A(images::create)),
+        "/api/v1/chat" => (&[Method::POST], A(chat::post)),
         "/api/v1/echo" => (ECHO, A(echo)),
         p if jobs::id_of(p).is_some() => (&[Method::GET], A(jobs::get)),
         _ => return Err(Box::new(error_resp(404, "not_found", "unknown path"))),

@@ -25,6 +25,10 @@
  *   9. a CancelHandle cancels a call the server holds for 2 s -> TetherException.Cancelled,
  *      quickly; cancelling the coroutine (withTimeoutOrNull) around a held call also
  *      returns quickly, and the client still works afterwards
+ *  9b. chat (tests/scenario.md steps 12-14): a reply streamed through a Kotlin ChatListener
+ *      into the history and paged back; a search with a highlighted snippet and
+ *      operators in the user's text; cancelling the coroutine of a long reply leaves it
+ *      stored as Cancelled with its partial text
  *  10. the Kotlin Logger received log lines, none containing the access or refresh token
  *  11. signOut() -> SignedOut, the TokenStore is cleared, the listener hears SignedOut;
  *      a call afterwards -> TetherException.SignedOut
@@ -57,6 +61,11 @@ import dev.tether.ApiRequest
 import dev.tether.AuthListener
 import dev.tether.AuthState
 import dev.tether.CancelHandle
+import dev.tether.ChatListener
+import dev.tether.Message
+import dev.tether.MessageStatus
+import dev.tether.PageAt
+import dev.tether.SearchQuery
 import dev.tether.ClientConfig
 import dev.tether.HttpMethod
 import dev.tether.ImageOptions
@@ -96,6 +105,7 @@ import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.async
 import kotlinx.coroutines.awaitAll
 import kotlinx.coroutines.delay
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeoutOrNull
 
@@ -205,6 +215,21 @@ class RecordingLogger : Logger {
     val lines = CopyOnWriteArrayList<String>()
     override fun log(level: LogLevel, target: String, message: String) {
         lines.add("$level $target $message")
+    }
+}
+
+class RecordingChat : ChatListener {
+    val deltas = CopyOnWriteArrayList<String>()
+    val completed = CopyOnWriteArrayList<Message>()
+    val errors = CopyOnWriteArrayList<TetherException>()
+    override fun onDelta(messageId: String, text: String) {
+        deltas.add(text)
+    }
+    override fun onComplete(message: Message) {
+        completed.add(message)
+    }
+    override fun onError(messageId: String, error: TetherException) {
+        errors.add(error)
     }
 }
 
@@ -542,6 +567,52 @@ private fun scenario(server: ContractServer, dataDir: String) {
         expect("withTimeoutOrNull(300) around a 3 s call -> null, promptly", r == null && ms < 1500) { "r=$r after $ms ms" }
         val after = client.send(quotaCall, null)
         expect("the client still works afterwards", after.status.toInt() == 200) { "$after" }
+    }
+
+    step("chat: a reply streamed into the history, searched, and cancelled") {
+        val pieces = (0 until 30).map { "piece$it caf\u00e9 " }
+        val json = pieces.joinToString(",") { "\"$it\"" }
+        server.admin("chat-script", """{"pieces":[$json],"chunk_sizes":[3,5],"line_end":"crlf","keep_alive_every":2}""")
+        val conv = client.createConversation("scenario", "Be brief.")
+        val chat = RecordingChat()
+        val reply = client.sendMessage(conv.id, "hello from kotlin", null, chat, null)
+        expect(
+            "the reply streamed through the Kotlin listener is stored whole",
+            reply.status == MessageStatus.COMPLETE && reply.content == pieces.joinToString("") &&
+                chat.deltas.joinToString("") == reply.content && chat.completed.size == 1,
+        ) { "${reply.status} ${chat.deltas.size}" }
+        val page = client.listMessages(conv.id, PageAt.Newest, 1u)
+        val older = client.listMessages(conv.id, PageAt.Before(page.messages[0].id), 10u)
+        expect(
+            "paged back: newest, then before it",
+            page.messages[0].id == reply.id && page.hasMore &&
+                older.messages.map { it.content } == listOf("hello from kotlin") && !older.hasMore,
+        ) { "$older" }
+
+        val hits = client.searchMessages(SearchQuery(text = "piece7"), null)
+        expect(
+            "search finds the reply with a highlighted snippet",
+            hits.size == 1 && hits[0].message.id == reply.id && hits[0].snippet.contains("[piece7]"),
+        ) { "$hits" }
+        val bad = thrown { listOf("\"quoted", "AND", "*", "(NEAR", "-x").forEach { client.searchMessages(SearchQuery(text = it), null) } }
+        expect("operators in the user's text raise no error", bad == null) { "got $bad" }
+
+        server.admin("chat-script", """{"repeat":["word ",2000],"delay_ms":5}""")
+        val slow = RecordingChat()
+        val job = launch { client.sendMessage(conv.id, "a long one", null, slow, null) }
+        expect("the long reply starts streaming", eventually(10_000) { slow.deltas.isNotEmpty() })
+        job.cancel()
+        job.join()
+        var last: Message? = null
+        val stored = eventually(10_000) {
+            last = runBlocking { client.listMessages(conv.id, PageAt.Newest, 1u) }.messages[0]
+            last?.status == MessageStatus.CANCELLED
+        }
+        val text = last?.content ?: ""
+        expect(
+            "cancelling the coroutine stores the reply as Cancelled with its partial text",
+            stored && text.isNotEmpty() && text.length < 2000 * 5 && "word ".repeat(2000).startsWith(text),
+        ) { "${last?.status} ${text.length}" }
     }
 
     step("logs never contain tokens") {
