@@ -64,7 +64,13 @@ where
             },
         }
     };
-    let mut task = AbortOnDrop(runtime().spawn(work.with_subscriber(dispatch.clone())));
+    // Without a logger there is nothing to route: skip the per-poll dispatch swap.
+    let handle = if dispatch.is::<tracing::subscriber::NoSubscriber>() {
+        runtime().spawn(work)
+    } else {
+        runtime().spawn(work.with_subscriber(dispatch.clone()))
+    };
+    let mut task = AbortOnDrop(handle);
     match (&mut task.0).await {
         Ok(r) => r,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

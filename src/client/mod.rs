@@ -53,7 +53,9 @@ impl TetherClient {
         F: FnOnce(Arc<Core>) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let fut = f(self.core.clone());
+        // Boxed once here: the call's future is large, and it is moved through the
+        // cancel and spawn layers below as a pointer instead of being copied.
+        let fut = Box::pin(f(self.core.clone()));
         run(&self.core.dispatch, cancel, async move { Ok(fut.await?) }).await
     }
 }
