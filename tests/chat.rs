@@ -263,6 +263,61 @@ async fn a_truncated_stream_is_kept_as_incomplete() {
     );
 }
 
+/// Timeouts that fit a stream: the contract's keep-alive comments reset the idle
+/// deadline, and no total deadline cuts off a reply that keeps flowing. The same gaps
+/// without keep-alives end the reply at the idle deadline, kept as `Incomplete`.
+#[tokio::test]
+async fn keep_alives_reset_the_idle_deadline_and_no_total_cap_cuts_a_flowing_reply() {
+    let env = Env::new().await;
+    let mut cfg = env.config();
+    cfg.timeouts.idle_ms = 300;
+    cfg.timeouts.total_ms = 500;
+    let c = env.client_with(cfg);
+    c.restore_session().await.unwrap();
+    c.sign_in_anonymously(None, None).await.unwrap();
+    let conv = conversation(&c).await;
+
+    // 4 events 600 ms apart (2.4 s in all), a keep-alive every 150 ms in between.
+    env.server.script_chat(ChatScript {
+        pieces: pieces(4),
+        keep_alive_chunks: 3,
+        delay: Duration::from_millis(150),
+        ..ChatScript::default()
+    });
+    let started = Instant::now();
+    let reply = c
+        .send_message(
+            conv.clone(),
+            "go".into(),
+            None,
+            Arc::new(Recorder::default()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, MessageStatus::Complete, "{:?}", reply.error);
+    assert_eq!(reply.content, pieces(4).concat());
+    assert!(started.elapsed() > Duration::from_millis(2000));
+
+    // The same 600 ms gaps in silence.
+    env.server.script_chat(ChatScript {
+        pieces: pieces(4),
+        delay: Duration::from_millis(600),
+        ..ChatScript::default()
+    });
+    let reply = c
+        .send_message(conv, "go".into(), None, Arc::new(Recorder::default()), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, MessageStatus::Incomplete);
+    assert!(
+        reply.error.as_deref().unwrap_or("").contains("Idle"),
+        "{:?}",
+        reply.error
+    );
+    assert!(reply.content.len() < pieces(4).concat().len());
+}
+
 #[tokio::test]
 async fn an_error_event_fails_the_reply_with_the_error_and_keeps_the_text() {
     let env = Env::new().await;

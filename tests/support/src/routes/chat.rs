@@ -47,6 +47,10 @@ pub struct ChatScript {
     pub line_end: &'static str,
     /// A `: keep-alive` comment after every this many events (0: none).
     pub keep_alive_every: usize,
+    /// Before each event, this many `: keep-alive` comments, each a chunk of its own
+    /// (with `delay` before each, the gap between events is `(n + 1) * delay` while no
+    /// silence is longer than `delay`). Only with one chunk per event (no `chunk_sizes`).
+    pub keep_alive_chunks: usize,
     /// Pause before each chunk.
     pub delay: Duration,
     pub end: ChatEnd,
@@ -59,6 +63,7 @@ impl Default for ChatScript {
             chunk_sizes: Vec::new(),
             line_end: "\n",
             keep_alive_every: 0,
+            keep_alive_chunks: 0,
             delay: Duration::ZERO,
             end: ChatEnd::Done,
         }
@@ -67,7 +72,7 @@ impl Default for ChatScript {
 
 impl ChatScript {
     /// From the admin command's JSON: `{"pieces": [..], "chunk_sizes": [..],
-    /// "line_end": "crlf"|"cr"|"lf", "keep_alive_every": n, "delay_ms": n,
+    /// "line_end": "crlf"|"cr"|"lf", "keep_alive_every": n, "keep_alive_chunks": n, "delay_ms": n,
     /// "end": "done"|"truncate"|"error"|"stall", "stall_ms": n}`; `"repeat": [text, n]`
     /// adds `text` n times to the pieces.
     pub fn from_json(v: &Value) -> ChatScript {
@@ -98,6 +103,7 @@ impl ChatScript {
                 _ => "\n",
             },
             keep_alive_every: v["keep_alive_every"].as_u64().unwrap_or(0) as usize,
+            keep_alive_chunks: v["keep_alive_chunks"].as_u64().unwrap_or(0) as usize,
             delay: Duration::from_millis(v["delay_ms"].as_u64().unwrap_or(0)),
             end: match v["end"].as_str() {
                 Some("truncate") => ChatEnd::Truncate,
@@ -211,8 +217,12 @@ async fn play(script: ChatScript, prompt_tokens: usize, tx: mpsc::Sender<Bytes>)
         // One chunk per event (blank-line separated).
         let sep = format!("{nl}{nl}");
         let text = String::from_utf8_lossy(&bytes).into_owned();
+        let keep_alive = Bytes::from(format!(": keep-alive{nl}"));
         text.split_inclusive(sep.as_str())
-            .map(|s| Bytes::from(s.to_string()))
+            .flat_map(|s| {
+                std::iter::repeat_n(keep_alive.clone(), script.keep_alive_chunks)
+                    .chain([Bytes::from(s.to_string())])
+            })
             .collect()
     } else {
         let mut out = Vec::new();
