@@ -12,8 +12,9 @@
 //
 // Cancellation: cancelling a Swift `Task` does NOT reach Rust with UniFFI (the awaiting Task
 // keeps waiting until the Rust future finishes by itself). That is why the long calls take a
-// `CancelHandle`, and why the package adds `sendCancellable(_:)`, which cancels its handle
-// from `withTaskCancellationHandler`. Both are exercised below.
+// `CancelHandle`, and why the package adds `withCancelHandle { ... }`, which cancels its
+// handle from `withTaskCancellationHandler`. Both are exercised below, as are the package's
+// `replyStream` (AsyncThrowingStream), `authStates` and `quotaStates` (AsyncStream).
 
 import Foundation
 import XCTest
@@ -450,10 +451,10 @@ final class ScenarioTests: XCTestCase {
         XCTAssertTrue(handle.isCancelled())
 
         // Task cancellation: `Task.cancel()` alone would not reach Rust (see the top of the
-        // file); sendCancellable bridges it to a CancelHandle. The client works afterwards.
+        // file); withCancelHandle bridges it to a CancelHandle. The client works afterwards.
         try await server.admin("fault", #"{"path":"/api/v1/quota","kind":"delay","ms":3000}"#)
         start = Date()
-        let task = Task { try await client.sendCancellable(quotaCall) }
+        let task = Task { try await withCancelHandle { try await client.send(request: quotaCall, cancel: $0) } }
         try await Task.sleep(nanoseconds: 200_000_000)
         task.cancel()
         let taskResult = await task.result
@@ -465,7 +466,7 @@ final class ScenarioTests: XCTestCase {
         let after = try await client.send(request: quotaCall, cancel: nil)
         XCTAssertEqual(after.status, 200)
 
-        // Chat (tests/scenario.md 12-14): a reply streamed through a Swift listener into
+        // Chat (tests/scenario.md 15-17): a reply streamed through a Swift listener into
         // the history and paged back, a search, and a cancelled reply kept as Cancelled.
         let pieces = (0..<30).map { "piece\($0) caf\u{e9} " }
         let piecesJSON = pieces.map { "\"\($0)\"" }.joined(separator: ",")
@@ -508,6 +509,39 @@ final class ScenarioTests: XCTestCase {
         XCTAssertEqual(cut.status, .cancelled)
         XCTAssertFalse(cut.content.isEmpty)
         XCTAssertTrue(String(repeating: "word ", count: 2000).hasPrefix(cut.content))
+
+        // The idioms: a reply as an AsyncThrowingStream (deltas, then the stored reply), and
+        // a stream left early, which cancels the Rust stream: the reply is kept as cancelled.
+        try await server.admin("chat-script", #"{"pieces":[\#(piecesJSON)],"chunk_sizes":[4]}"#)
+        var streamed = ""
+        var finished: Message?
+        for try await event in client.replyStream(conversationId: conv.id, text: "streamed") {
+            switch event {
+            case let .delta(_, text): streamed += text
+            case let .finished(message): finished = message
+            }
+        }
+        XCTAssertEqual(finished?.status, .complete)
+        XCTAssertEqual(finished?.content, pieces.joined())
+        XCTAssertEqual(streamed, pieces.joined())
+        try await server.admin("chat-script", #"{"repeat":["word ",2000],"delay_ms":5}"#)
+        for try await event in client.replyStream(conversationId: conv.id, text: "left early") {
+            if case .delta = event { break }
+        }
+        var left: Message?
+        for _ in 0..<500 where left?.status != .cancelled {
+            left = try await client.listMessages(conversationId: conv.id, at: .newest, limit: 1).messages.first
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        XCTAssertEqual(left?.status, .cancelled, "leaving the stream early should store the reply as cancelled")
+
+        // The auth state and the quota as AsyncStreams: the current value first.
+        var states = client.authStates.makeAsyncIterator()
+        let nowState = await states.next()
+        XCTAssertEqual(nowState, client.authState())
+        var quotas = client.quotaStates.makeAsyncIterator()
+        let nowQuota = await quotas.next()
+        XCTAssertEqual(nowQuota?.plan, client.quota().plan)
 
         // The Swift Logger got log lines, none with a token in it.
         let access = try await client.accessToken(cancel: nil)
