@@ -75,4 +75,25 @@ if grep -q '^module TetherFFI {' "$gen/TetherFFI.modulemap" && grep -q 'import T
 else
   echo "FAIL  module name mismatch between TetherFFI.modulemap and Tether.swift"; fail=1
 fi
+# The hand-written Swift (Sources/Tether/*.swift) calls and implements generated API by
+# name: each signature it relies on must be in this Tether.swift (no compiler here, so a
+# renamed method or argument label would otherwise go unnoticed until a Mac build).
+relied=(
+  'func sendMessage(conversationId: String, text: String, options: ChatOptions?, listener: ChatListener, cancel: CancelHandle?) async throws  -> Message'
+  'func addAuthListener(listener: AuthListener)  -> Subscription'
+  'func addQuotaListener(listener: QuotaListener)  -> Subscription'
+  'func onDelta(messageId: String, text: String)'
+  'func onComplete(message: Message)'
+  'func onError(messageId: String, error: TetherError)'
+  'func onStateChanged(state: AuthState)'
+  'func onSessionRefreshed(userId: String)'
+  'func onQuotaChanged(state: QuotaState)'
+  'func onPaywall(planRequired: String, state: QuotaState)'
+  'func cancel()'
+)
+absent=0
+for sig in "${relied[@]}"; do
+  grep -qF "$sig" "$gen/Tether.swift" || { echo "FAIL  Tether.swift has no: $sig"; absent=1; fail=1; }
+done
+[ $absent = 0 ] && echo "ok    the ${#relied[@]} generated signatures Tether+Concurrency.swift relies on exist"
 exit $fail
