@@ -124,6 +124,7 @@ async def wait_until(pred, tries=200):
 
 
 async def scenario(url, data_dir):
+    # scenario step 1
     try:
         tether.TetherClient(tether.ClientConfig(base_url="http://example.com", client_id="py", data_dir=data_dir), DictStore())
         check("config: plain http to a public host is refused", False)
@@ -133,22 +134,26 @@ async def scenario(url, data_dir):
     store, logs, events = DictStore(), Lines(), Events()
     cfg = tether.ClientConfig(base_url=url, client_id="py-app", data_dir=data_dir)
     client = tether.TetherClient.with_logger(cfg, store, logs)
+    # scenario step 2
     sub = client.add_auth_listener(events)
     check("state starts Unknown", client.auth_state().is_unknown(), repr(client.auth_state()))
     state = await client.restore_session()
     check("restore with an empty store -> SignedOut", isinstance(state, tether.AuthState.SIGNED_OUT), repr(state))
 
+    # scenario step 3
     user = await client.sign_in_anonymously()
     check("anonymous sign-in", user.anonymous and user.id.startswith("u_"), repr(user))
     check("the session was saved to the Python token store", store.value is not None and user.id in store.value)
     ok = await wait_until(lambda: any(e[0] == "state" and isinstance(e[1], tether.AuthState.SIGNED_IN) for e in events.events))
     check("the listener saw SignedIn", ok, repr(events.events))
 
+    # scenario step 4
     r = await client.send(quota())
     check("GET quota through the pipeline", r.status == 200 and json.loads(r.body)["plan"] == "free", r.body)
     q = client.quota()
     check("quota() from the headers", q.limit == 50 and q.plan == "free" and q.source == tether.QuotaSource.SERVER, repr(q))
 
+    # scenario step 5
     token = await client.access_token()
     admin(url, "expire-tokens")
     results = await asyncio.gather(*[client.send(quota()) for _ in range(10)])
@@ -158,10 +163,12 @@ async def scenario(url, data_dir):
     ok = await wait_until(lambda: any(e[0] == "refreshed" for e in events.events))
     check("the listener was told of the rotation", ok)
 
+    # scenario step 6
     admin(url, "fault", {"path": "/api/v1/jobs", "status": 503, "retry_after": 0})
     r = await client.send(job())
     check("a 503 is retried transparently", r.status == 202, r.body)
 
+    # scenario step 7
     quota_events = QuotaEvents()
     quota_sub = client.add_quota_listener(quota_events)
     admin(url, "quota-limit", {"limit": 1})
@@ -194,6 +201,7 @@ async def scenario(url, data_dir):
     check("a new client starts from the saved quota state (CACHED, pro)", await wait_until(restored))
     admin(url, "plan", {"plan": "free", "limit": 50})
 
+    # scenario step 8
     cancel = tether.CancelHandle()
     admin(url, "fault", {"path": "/api/v1/quota", "kind": "delay", "ms": 5000})
     task = asyncio.ensure_future(client.send(quota(), cancel))
@@ -207,11 +215,13 @@ async def scenario(url, data_dir):
 
     await chat_steps(url, client)
 
+    # scenario step 9
     text = "\n".join(logs.lines)
     check("the Python logger received Tether's logs", "tether::" in text and len(logs.lines) > 3)
     check("no token in the logs", token[-16:] not in text)
     check("no token in repr of state or errors", token[-16:] not in repr(client.auth_state()) + repr(events.events))
 
+    # scenario step 10
     await client.sign_out()
     check("sign out", isinstance(client.auth_state(), tether.AuthState.SIGNED_OUT) and store.value is None)
     try:
@@ -221,6 +231,7 @@ async def scenario(url, data_dir):
         check("a call after sign-out -> SignedOut", True)
     sub.cancel()
 
+    # scenario step 11
     locked = DictStore(locked=True)
     c2 = tether.TetherClient(cfg, locked)
     try:
@@ -230,7 +241,7 @@ async def scenario(url, data_dir):
         check("a locked keychain -> Storage error", True)
     check("...and the state stays Unknown (not signed out)", isinstance(c2.auth_state(), tether.AuthState.UNKNOWN) and locked.clears == 0)
 
-    # 14. Image upload: detect with a progress listener, then a 413 and a 402.
+    # scenario step 14: image upload, detect with a progress listener, then a 413 and a 402.
     await client.sign_in_anonymously()
     png, stripped = png_with_text(120, 80)
     path = os.path.join(data_dir, "photo.jpg")  # a PNG named .jpg: sniffed from its bytes
@@ -299,6 +310,7 @@ async def images_and_jobs(url, data_dir):
     await client.sign_in_anonymously()
 
     out = os.path.join(data_dir, "pictures")
+    # scenario step 12
     img = await client.generate_image("a lighthouse", tether.ImageOptions(width=300, height=100, path=os.path.join(out, "a.png")))
     with open(img.path, "rb") as f:
         head = f.read(8)
@@ -312,6 +324,7 @@ async def images_and_jobs(url, data_dir):
         check("12. a non-PNG reply -> Decode", True)
     check("12. ...and no file left behind", sorted(os.listdir(out)) == ["a.png"], repr(os.listdir(out)))
 
+    # scenario step 13
     job = await client.submit_job("transcribe", json.dumps({"url": "https://example.com/a.mp3", "steps": 3}))
     check("13. submit_job -> Queued", job.status == tether.JobStatus.QUEUED and job.id.startswith("j_"), repr(job))
     heard = JobStatuses()
@@ -350,11 +363,12 @@ class Deltas(tether.ChatListener):
 
 
 async def chat_steps(url, client):
-    """Steps 12-14: a reply streamed through a Python listener into the history and
+    """Scenario steps 15-17: a reply streamed through a Python listener into the history and
     paged back, a search, a cancel that keeps the partial reply."""
     admin(url, "quota-limit", {"limit": 1000})
     pieces = [f"piece{i} caf\u00e9 " for i in range(30)]
     admin(url, "chat-script", {"pieces": pieces, "chunk_sizes": [3, 5], "line_end": "crlf", "keep_alive_every": 2})
+    # scenario step 15
     conv = await client.create_conversation("scenario", "Be brief.")
     listener = Deltas()
     reply = await client.send_message(conv.id, "hello from python", None, listener)
@@ -369,6 +383,7 @@ async def chat_steps(url, client):
           and [m.content for m in older.messages] == ["hello from python"] and not older.has_more,
           repr(older))
 
+    # scenario step 16
     hits = await client.search_messages(tether.SearchQuery(text="piece7"))
     check("search: finds the reply with a highlighted snippet",
           len(hits) == 1 and hits[0].message.id == reply.id and "[piece7]" in hits[0].snippet, repr(hits))
@@ -380,6 +395,7 @@ async def chat_steps(url, client):
         check("search: operators in the user's text raise no error", False, repr(e))
 
     admin(url, "chat-script", {"repeat": ["word ", 2000], "delay_ms": 5})
+    # scenario step 17
     cancel = tether.CancelHandle()
     slow = Deltas()
     task = asyncio.ensure_future(client.send_message(conv.id, "a long one", None, slow, cancel))

@@ -366,6 +366,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     check("tetherVersion() is a version", /^\d+\.\d+\.\d+/.test(v), () => v);
   });
 
+  // scenario step 1
   await step("config validation", async () => {
     const e = await thrown(async () => new TetherClient({ ...config, baseUrl: "http://example.com" }, new MapTokenStore()));
     check(
@@ -390,6 +391,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
   const subscription = client.addAuthListener(listener);
   let userId = "";
 
+  // scenario step 2
   await step("restore on first launch", async () => {
     check("authState() before restore is Unknown", isUnknownState(client.authState()), () => stateName(client.authState()));
     const p = client.restoreSession();
@@ -403,6 +405,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     );
   });
 
+  // scenario step 3
   await step("anonymous sign-in", async () => {
     const p = client.signInAnonymously("device-node-1");
     check("signInAnonymously() returns a Promise", p instanceof Promise);
@@ -422,6 +425,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     );
   });
 
+  // scenario step 4
   await step("send GET quota", async () => {
     const p = client.send(quotaCall);
     check("send() returns a Promise", p instanceof Promise);
@@ -436,6 +440,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     );
   });
 
+  // scenario step 5
   await step("expired tokens + 10 concurrent calls -> one refresh", async () => {
     const oldToken = await client.accessToken();
     await server.admin("expire-tokens");
@@ -471,6 +476,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     }
   });
 
+  // scenario step 6
   await step("a 503 with Retry-After: 0 is retried", async () => {
     const before = await server.count("/api/v1/jobs");
     await server.admin("fault", { path: "/api/v1/jobs", status: 503, retry_after: 0 });
@@ -529,6 +535,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     check("an already-aborted signal rejects at once", e2 instanceof Error && e2.name === "AbortError", () => describe(e2));
   });
 
+  // scenario step 8 (and, above, an AbortSignal)
   await step("CancelHandle cancels a held call", async () => {
     await server.admin("fault", { path: "/api/v1/quota", kind: "delay", ms: 3000 });
     const handle = new CancelHandle();
@@ -572,6 +579,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     }
     const pieces = Array.from({ length: 30 }, (_, i) => `piece${i} caf\u00e9 `);
     await server.admin("chat-script", { pieces, chunk_sizes: [3, 5], line_end: "crlf", keep_alive_every: 2 });
+    // scenario step 15
     const conv = await client.createConversation("scenario", "Be brief.");
     const chat = new Chat();
     const reply = await client.sendMessage(conv.id, "hello from typescript", undefined, chat);
@@ -589,6 +597,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
         older.messages.map((m) => m.content).join("|") === "hello from typescript" && !older.hasMore,
       () => JSON.stringify(older.messages.map((m) => m.content)),
     );
+    // scenario step 16
     const hits = await client.searchMessages(SearchQuery.create({ text: "piece7" }));
     check(
       "search finds the reply with a highlighted snippet",
@@ -600,6 +609,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     });
     check("operators in the user's text raise no error", bad === undefined, () => describe(bad));
 
+    // scenario step 17
     await server.admin("chat-script", { repeat: ["word ", 2000], delay_ms: 5 });
     const slow = new Chat();
     const ac = new AbortController();
@@ -624,6 +634,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     );
   });
 
+  // scenario step 7
   await step("quota used up -> PlanRequired", async () => {
     const quotaListener = new RecordingQuotaListener();
     const quotaSubscription = client.addQuotaListener(quotaListener);
@@ -669,6 +680,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     await server.admin("plan", { plan: "free", limit: 50 });
   });
 
+  // scenario step 9
   await step("logs never contain tokens", async () => {
     const access = await client.accessToken();
     const refresh = /"refresh_token"\s*:\s*"([^"]+)"/.exec(store.value ?? "")?.[1];
@@ -683,6 +695,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     );
   });
 
+  // scenario step 10
   await step("sign out", async () => {
     const p = client.signOut();
     check("signOut() returns a Promise", p instanceof Promise);
@@ -708,6 +721,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     );
   });
 
+  // scenario step 11
   await step("a locked TokenStore", async () => {
     const locked = new LockedTokenStore();
     const broken = new TetherClient({ ...config, dataDir: join(dataDir, "locked") }, locked);
@@ -726,6 +740,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
   });
 
   const media = new TetherClient({ ...config, dataDir: join(dataDir, "media") }, new MapTokenStore());
+  // scenario step 12
   await step("images (scenario 12)", async () => {
     await server.admin("quota-limit", { limit: 50 });
     await media.restoreSession();
@@ -745,6 +760,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     check("...and no file left behind", left.join(",") === "a.png", () => left.join(","));
   });
 
+  // scenario step 13
   await step("jobs (scenario 13)", async () => {
     const job = await media.submitJob("transcribe", JSON.stringify({ url: "https://example.com/a.mp3", steps: 3 }));
     check("submitJob -> Queued with an id", job.status === JobStatus.Queued && job.id.startsWith("j_"), () => JSON.stringify(job));
@@ -778,6 +794,7 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
   });
   media.uniffiDestroy();
 
+  // scenario step 14
   await step("image upload: detect with progress, 413, 402", async () => {
     await client.signInAnonymously();
     const [png, stripped] = pngWithText(120, 80);

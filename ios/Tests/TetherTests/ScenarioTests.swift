@@ -61,6 +61,17 @@ final class RecordingListener: AuthListener, @unchecked Sendable {
     func onSessionRefreshed(userId: String) { lock.lock(); _refreshed.append(userId); lock.unlock() }
 }
 
+/// Records the paywalls a QuotaListener hears (calls arrive on a Tether thread).
+final class RecordingQuota: QuotaListener, @unchecked Sendable {
+    private let lock = NSLock()
+    private var heard: [String] = []
+    var paywalls: [String] { lock.lock(); defer { lock.unlock() }; return heard }
+    func onQuotaChanged(state: QuotaState) {}
+    func onPaywall(planRequired: String, state: QuotaState) {
+        lock.lock(); heard.append(planRequired); lock.unlock()
+    }
+}
+
 final class RecordingLogger: Logger, @unchecked Sendable {
     private let lock = NSLock()
     private var _lines: [String] = []
@@ -281,6 +292,7 @@ final class ScenarioTests: XCTestCase {
             userAgentSuffix: "ScenarioTests/1.0")
     }
 
+    /// scenario step 1
     func testConfigValidation() throws {
         var bad = config()
         bad.baseUrl = "http://example.com"
@@ -298,6 +310,7 @@ final class ScenarioTests: XCTestCase {
         }
     }
 
+    /// scenario step 11
     func testFailingTokenStoreKeepsStateUnknown() async throws {
         let client = try TetherClient(config: config("failing"), tokenStore: FailingTokenStore())
         let e = await tetherError { _ = try await client.restoreSession() }
@@ -308,7 +321,7 @@ final class ScenarioTests: XCTestCase {
         XCTAssertEqual(client.authState(), .unknown, "a failing store must not sign the user out")
     }
 
-    /// scenario.md step 12: detect with a Swift UploadProgress on a PNG written by hand (with
+    /// scenario step 14: detect with a Swift UploadProgress on a PNG written by hand (with
     /// a tEXt chunk, named .jpg); the server received it without the chunk; then a 413 and a
     /// 402. (Apps convert HEIC first: `UIImage.jpegData(compressionQuality:)`.)
     func testImageUpload() async throws {
@@ -352,6 +365,32 @@ final class ScenarioTests: XCTestCase {
         } else {
             XCTFail("expected .PlanRequired, got \(String(describing: paywall))")
         }
+        XCTAssertEqual(client.quota().paywall, "pro")
+        let heardPaywall = await eventually { quotaHeard.paywalls == ["pro"] }
+        XCTAssertTrue(heardPaywall, "QuotaListener: \(quotaHeard.paywalls)")
+        let sentJobs = try await server.count("/api/v1/jobs")
+        let fast = await tetherError { _ = try await client.send(request: jobCall, cancel: nil) }
+        guard case .PlanRequired? = fast else {
+            return XCTFail("fail-fast: expected .PlanRequired, got \(String(describing: fast))")
+        }
+        let sentAfter = try await server.count("/api/v1/jobs")
+        XCTAssertEqual(sentAfter, sentJobs, "fail-fast sent a request")
+        try await server.admin("plan", #"{"plan":"pro","limit":5000}"#)
+        let lifted = try await client.refreshQuota(cancel: nil)
+        XCTAssertEqual(lifted.plan, "pro")
+        XCTAssertNil(lifted.paywall)
+        XCTAssertEqual(lifted.source, .server)
+        let again = try await client.send(request: jobCall, cancel: nil)
+        XCTAssertEqual(again.status, 202)
+        quotaSubscription.cancel()
+        var cached = try TetherClient(config: config(), tokenStore: MapTokenStore()).quota()
+        for _ in 0..<100 where cached.source != .cached {
+            try await Task.sleep(nanoseconds: 20_000_000)
+            cached = try TetherClient(config: config(), tokenStore: MapTokenStore()).quota()
+        }
+        XCTAssertEqual(cached.source, .cached)
+        XCTAssertEqual(cached.plan, "pro")
+        try await server.admin("plan", #"{"plan":"free","limit":50}"#)
         try await server.admin("quota-limit", #"{"limit":50}"#)
         let q = try await client.refreshQuota(cancel: nil)
         XCTAssertNil(q.paywall)
@@ -367,14 +406,14 @@ final class ScenarioTests: XCTestCase {
         let subscription = client.addAuthListener(listener: listener)
         defer { subscription.cancel() }   // Swift frees the objects on release; no close()
 
-        // First launch: nothing stored.
+        // scenario step 2: first launch, nothing stored.
         XCTAssertEqual(client.authState(), .unknown)
         let restored = try await client.restoreSession()
         XCTAssertEqual(restored, .signedOut)
         let heardSignedOut = await eventually { listener.states.last == .signedOut }
         XCTAssertTrue(heardSignedOut, "listener: \(listener.states)")
 
-        // Anonymous sign-in: the Swift TokenStore receives the session, the listener hears it.
+        // scenario step 3: anonymous sign-in, the Swift TokenStore receives the session, the listener hears it.
         let user = try await client.signInAnonymously(deviceId: "device-swift-1", cancel: nil)
         XCTAssertTrue(user.anonymous)
         XCTAssertFalse(user.id.isEmpty)
@@ -385,7 +424,7 @@ final class ScenarioTests: XCTestCase {
         let heardSignedIn = await eventually { listener.states.last == .signedIn(userId: user.id, anonymous: true) }
         XCTAssertTrue(heardSignedIn, "listener: \(listener.states)")
 
-        // A call through the pipeline; quota headers are recorded.
+        // scenario step 4: a call through the pipeline; quota headers are recorded.
         let quota = try await client.send(request: quotaCall, cancel: nil)
         XCTAssertEqual(quota.status, 200)
         XCTAssertTrue(quota.body.contains(#""plan""#), quota.body)
@@ -395,7 +434,7 @@ final class ScenarioTests: XCTestCase {
         XCTAssertGreaterThan(last.limit ?? 0, 0)
         XCTAssertEqual(last.source, .server)
 
-        // Expired tokens, then 10 concurrent calls: all succeed with exactly one refresh.
+        // scenario step 5: expired tokens, then 10 concurrent calls: all succeed with exactly one refresh.
         let oldToken = try await client.accessToken(cancel: nil)
         try await server.admin("expire-tokens")
         let before = try await server.count("/api/v1/auth/refresh")
@@ -422,7 +461,15 @@ final class ScenarioTests: XCTestCase {
         let secondState = try await second.restoreSession()
         XCTAssertEqual(secondState, .signedIn(userId: user.id, anonymous: true))
 
-        // Quota used up -> PlanRequired("pro").
+        // scenario step 6: a 503 with Retry-After: 0 is retried transparently.
+        try await server.admin("fault", #"{"path":"/api/v1/jobs","status":503,"retry_after":0}"#)
+        let retried = try await client.send(request: jobCall, cancel: nil)
+        XCTAssertEqual(retried.status, 202)
+
+        // scenario step 7: quota used up -> PlanRequired("pro"), heard once by a Swift
+        // QuotaListener; then fail-fast, the purchase, and the saved state on a new client.
+        let quotaHeard = RecordingQuota()
+        let quotaSubscription = client.addQuotaListener(listener: quotaHeard)
         try await server.admin("quota-limit", #"{"limit":1}"#)
         let job = try await client.send(request: jobCall, cancel: nil)
         XCTAssertEqual(job.status, 202)
@@ -435,7 +482,7 @@ final class ScenarioTests: XCTestCase {
         }
         try await server.admin("quota-limit", #"{"limit":50}"#)
 
-        // A CancelHandle ends a call the server holds for 2 s, promptly.
+        // scenario step 8: a CancelHandle ends a call the server holds for 2 s, promptly.
         try await server.admin("fault", #"{"path":"/api/v1/quota","kind":"delay","ms":2000}"#)
         let handle = CancelHandle()
         var start = Date()
@@ -466,7 +513,7 @@ final class ScenarioTests: XCTestCase {
         let after = try await client.send(request: quotaCall, cancel: nil)
         XCTAssertEqual(after.status, 200)
 
-        // Chat (tests/scenario.md 15-17): a reply streamed through a Swift listener into
+        // scenario step 15: a reply streamed through a Swift listener into
         // the history and paged back, a search, and a cancelled reply kept as Cancelled.
         let pieces = (0..<30).map { "piece\($0) caf\u{e9} " }
         let piecesJSON = pieces.map { "\"\($0)\"" }.joined(separator: ",")
@@ -484,12 +531,14 @@ final class ScenarioTests: XCTestCase {
         let older = try await client.listMessages(
             conversationId: conv.id, at: .before(messageId: reply.id), limit: 10)
         XCTAssertEqual(older.messages.map(\.content), ["hello from swift"])
+        // scenario step 16
         let hits = try await client.searchMessages(query: SearchQuery(text: "piece7"), cancel: nil)
         XCTAssertEqual(hits.first?.message.id, reply.id)
         XCTAssertTrue(hits.first?.snippet.contains("[piece7]") ?? false)
         for text in ["\"quoted", "AND", "*", "(NEAR", "-x"] {
             _ = try await client.searchMessages(query: SearchQuery(text: text), cancel: nil)
         }
+        // scenario step 17
         try await server.admin("chat-script", #"{"repeat":["word ",2000],"delay_ms":5}"#)
         let slow = RecordingChat()
         let stop = CancelHandle()
@@ -543,7 +592,7 @@ final class ScenarioTests: XCTestCase {
         let nowQuota = await quotas.next()
         XCTAssertEqual(nowQuota?.plan, client.quota().plan)
 
-        // The Swift Logger got log lines, none with a token in it.
+        // scenario step 9: the Swift Logger got log lines, none with a token in it.
         let access = try await client.accessToken(cancel: nil)
         let stored = try JSONSerialization.jsonObject(with: Data((store.value ?? "{}").utf8)) as? [String: Any]
         let refresh = stored?["refresh_token"] as? String ?? ""
@@ -555,7 +604,7 @@ final class ScenarioTests: XCTestCase {
         XCTAssertFalse(lines.contains { $0.contains(access) }, "a log line contains the access token")
         XCTAssertFalse(lines.contains { $0.contains(refresh) }, "a log line contains the refresh token")
 
-        // Sign-out clears the state and the store; later calls are SignedOut.
+        // scenario step 10: sign-out clears the state and the store; later calls are SignedOut.
         try await client.signOut()
         XCTAssertEqual(client.authState(), .signedOut)
         XCTAssertNil(store.value)
@@ -567,7 +616,7 @@ final class ScenarioTests: XCTestCase {
         }
     }
 
-    /// Scenario steps 12 and 13: an image decoded to a PNG file, a job waited on to the end.
+    /// scenario step 12 and scenario step 13: an image decoded to a PNG file, a job waited on to the end.
     func testImagesAndJobs() async throws {
         _ = try await server.admin("quota-limit", #"{"limit":50}"#)
         let client = try TetherClient(config: config("media"), tokenStore: MapTokenStore())
