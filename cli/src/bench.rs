@@ -1,7 +1,8 @@
 //! `tether-bench`: the core's figures, one line each in the form of
 //! `shared/BENCHMARKS.md`, everything else on stderr. Run through `scripts/bench core`.
 //!
-//! What is compared, in one process against one loopback contract server:
+//! What is compared, in one process against one loopback contract server (on a runtime
+//! and thread of its own, as the network would be; see `main`):
 //! - `core/request_us`: one authenticated `GET /api/v1/quota` through `TetherClient::send`
 //!   (token check, headers, retry loop, quota-header parsing, capped body read, error
 //!   mapping), sequential. Baseline: the same request with the same headers (User-Agent,
@@ -86,9 +87,29 @@ mod libc_rusage {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let server = TestServer::start().await;
+/// The loopback server runs on a runtime of its own (one thread), as the network would:
+/// if it shared the benchmark's runtime, bare reqwest (on that runtime too) would hand
+/// requests to the server and back within one thread, while Tether, on its own runtime,
+/// always crosses threads, and the figure would measure that co-scheduling, not the
+/// pipeline.
+fn main() {
+    let net = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = net.block_on(TestServer::start());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench(server));
+    drop(net);
+}
+
+async fn bench(server: TestServer) {
     let dir = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));
     let config = ClientConfig::new(server.url(), "bench", dir.to_string_lossy());
     let client = TetherClient::new(config.clone(), tether::in_memory_token_store()).unwrap();
