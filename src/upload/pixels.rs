@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::images::TypedImage;
 use fast_image_resize::pixels::{U8x3, U8};
 use fast_image_resize::{FilterType, PixelTrait, ResizeAlg, ResizeOptions, Resizer};
 
@@ -125,7 +125,7 @@ fn flatten(width: u32, height: u32, buf: Vec<u8>, colour: u8, alpha: bool) -> Pi
 }
 
 /// Resamples to exactly `(w, h)` with Lanczos3.
-pub(crate) fn resize(p: Pixels, w: u32, h: u32) -> Result<Pixels> {
+pub(crate) fn resize(mut p: Pixels, w: u32, h: u32) -> Result<Pixels> {
     if (p.width, p.height) == (w, h) {
         return Ok(p);
     }
@@ -134,9 +134,9 @@ pub(crate) fn resize(p: Pixels, w: u32, h: u32) -> Result<Pixels> {
     // `Resizer::resize` matches on all 13 pixel types at run time, which links every
     // type's SIMD kernels (about 2.2 MB of the stripped library, see scripts/size-breakdown).
     if p.channels == 1 {
-        lanczos3::<U8>(&p, &mut data, w, h)?;
+        lanczos3::<U8>(&mut p, &mut data, w, h)?;
     } else {
-        lanczos3::<U8x3>(&p, &mut data, w, h)?;
+        lanczos3::<U8x3>(&mut p, &mut data, w, h)?;
     }
     Ok(Pixels {
         width: w,
@@ -147,9 +147,12 @@ pub(crate) fn resize(p: Pixels, w: u32, h: u32) -> Result<Pixels> {
 }
 
 /// Lanczos3 from `p` into `out` (`w * h` pixels of `P`, the layout of `p`).
-fn lanczos3<P: PixelTrait>(p: &Pixels, out: &mut [u8], w: u32, h: u32) -> Result<()> {
+fn lanczos3<P: PixelTrait>(p: &mut Pixels, out: &mut [u8], w: u32, h: u32) -> Result<()> {
     let bad = |e: &dyn std::fmt::Display| Error::InvalidInput(format!("resize: {e}"));
-    let src = TypedImageRef::<P>::from_buffer(p.width, p.height, &p.data).map_err(|e| bad(&e))?;
+    // The source as the same view type as the resizer's intermediate image (a mutable
+    // `TypedImage`, though it is only read), so each convolution kernel is instantiated
+    // for one view type, not two.
+    let src = TypedImage::<P>::from_buffer(p.width, p.height, &mut p.data).map_err(|e| bad(&e))?;
     let mut dst = TypedImage::<P>::from_buffer(w, h, out).map_err(|e| bad(&e))?;
     Resizer::new()
         .resize_typed(
