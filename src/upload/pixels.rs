@@ -6,8 +6,8 @@
 use std::io::Cursor;
 
 use fast_image_resize::images::TypedImage;
-use fast_image_resize::pixels::{U8x3, U8};
-use fast_image_resize::{FilterType, PixelTrait, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::pixels::U8x3;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 
 use super::sniff::Kind;
 use crate::error::{Error, Result};
@@ -129,14 +129,20 @@ pub(crate) fn resize(mut p: Pixels, w: u32, h: u32) -> Result<Pixels> {
     if (p.width, p.height) == (w, h) {
         return Ok(p);
     }
-    let mut data = vec![0u8; w as usize * h as usize * p.channels as usize];
-    // The typed entry point, for the only two pixel layouts decode produces: the untyped
-    // `Resizer::resize` matches on all 13 pixel types at run time, which links every
-    // type's SIMD kernels (about 2.2 MB of the stripped library, see scripts/size-breakdown).
-    if p.channels == 1 {
-        lanczos3::<U8>(&mut p, &mut data, w, h)?;
-    } else {
-        lanczos3::<U8x3>(&mut p, &mut data, w, h)?;
+    // One pixel layout, RGB, through the typed entry point: the untyped
+    // `Resizer::resize` matches on all 13 pixel types at run time and links every type's
+    // SIMD kernels (2.2 MB of the stripped library), and even one more layout costs
+    // ~200 KB (its kernels for 30 fixed-point precisions, SSE4.1 and AVX2; see
+    // scripts/size-breakdown). Greyscale photos are rare: one is widened to RGB for the
+    // resize and narrowed back after. The filter works per channel, so the three stay equal.
+    let grey = p.channels == 1;
+    if grey {
+        p.data = p.data.iter().flat_map(|&v| [v, v, v]).collect();
+    }
+    let mut data = vec![0u8; w as usize * h as usize * 3];
+    lanczos3_rgb(&mut p, &mut data, w, h)?;
+    if grey {
+        data = data.chunks_exact(3).map(|px| px[0]).collect();
     }
     Ok(Pixels {
         width: w,
@@ -146,14 +152,15 @@ pub(crate) fn resize(mut p: Pixels, w: u32, h: u32) -> Result<Pixels> {
     })
 }
 
-/// Lanczos3 from `p` into `out` (`w * h` pixels of `P`, the layout of `p`).
-fn lanczos3<P: PixelTrait>(p: &mut Pixels, out: &mut [u8], w: u32, h: u32) -> Result<()> {
+/// Lanczos3 from `p` (RGB) into `out` (`w * h` RGB pixels).
+fn lanczos3_rgb(p: &mut Pixels, out: &mut [u8], w: u32, h: u32) -> Result<()> {
     let bad = |e: &dyn std::fmt::Display| Error::InvalidInput(format!("resize: {e}"));
     // The source as the same view type as the resizer's intermediate image (a mutable
     // `TypedImage`, though it is only read), so each convolution kernel is instantiated
     // for one view type, not two.
-    let src = TypedImage::<P>::from_buffer(p.width, p.height, &mut p.data).map_err(|e| bad(&e))?;
-    let mut dst = TypedImage::<P>::from_buffer(w, h, out).map_err(|e| bad(&e))?;
+    let src =
+        TypedImage::<U8x3>::from_buffer(p.width, p.height, &mut p.data).map_err(|e| bad(&e))?;
+    let mut dst = TypedImage::<U8x3>::from_buffer(w, h, out).map_err(|e| bad(&e))?;
     Resizer::new()
         .resize_typed(
             &src,
