@@ -3,7 +3,9 @@
 //! dispatch). The facade's methods each delegate to one method here; these return the
 //! internal error and never reach through another floor's fields from outside.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(feature = "upload")]
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use crate::chat::{Chat, ChatListener, ChatOptions};
 use crate::client::{ApiRequest, ApiResponse, HttpMethod};
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
+#[cfg(feature = "upload")]
 use crate::images::{self, GeneratedImage, ImageOptions};
 use crate::jobs::{JobInfo, JobListener, Jobs};
 use crate::logging::{self, Logger};
@@ -28,6 +31,7 @@ use crate::store::history::{
 use crate::store::{kv::CLOCK_OFFSET, Store};
 use crate::subscription::Subscription;
 use crate::transport::{Body, Request, Transport};
+#[cfg(feature = "upload")]
 use crate::upload::{
     DetectOptions, Detection, ImageSource, UploadProgress, Uploads, VisionOptions, VisionReply,
 };
@@ -39,9 +43,11 @@ pub(crate) struct Core {
     api: Arc<Api>,
     paywall: Arc<Paywall>,
     first_byte: Duration,
+    #[cfg(feature = "upload")]
     uploads: Uploads,
     jobs: Jobs,
     /// Where generated images go by default (`data_dir/images`).
+    #[cfg(feature = "upload")]
     images_dir: PathBuf,
     store: Arc<Store>,
     chat: Chat,
@@ -85,8 +91,10 @@ impl Core {
             api,
             paywall,
             first_byte: Duration::from_millis(config.timeouts.first_byte_ms.into()),
+            #[cfg(feature = "upload")]
             uploads: Uploads::new(Path::new(&config.data_dir))?,
             jobs: Jobs::new((*store).clone()),
+            #[cfg(feature = "upload")]
             images_dir: Path::new(&config.data_dir).join("images"),
             store,
             chat,
@@ -195,6 +203,7 @@ impl Core {
 }
 
 /// Uploads.
+#[cfg(feature = "upload")]
 impl Core {
     pub async fn detect(
         &self,
@@ -220,7 +229,8 @@ impl Core {
     }
 }
 
-/// Images and jobs.
+/// Generated images.
+#[cfg(feature = "upload")]
 impl Core {
     pub async fn generate_image(
         &self,
@@ -229,7 +239,10 @@ impl Core {
     ) -> Result<GeneratedImage> {
         images::generate(&self.api, &self.images_dir, prompt, options).await
     }
+}
 
+/// Jobs.
+impl Core {
     pub async fn submit_job(&self, kind: String, input_json: String) -> Result<JobInfo> {
         self.jobs.submit(&self.api, kind, input_json).await
     }

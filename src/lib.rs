@@ -11,6 +11,7 @@ mod client;
 mod config;
 mod core;
 mod error;
+#[cfg(feature = "upload")]
 mod images;
 mod jobs;
 mod logging;
@@ -22,6 +23,7 @@ pub mod sse;
 mod store;
 mod subscription;
 mod transport;
+#[cfg(feature = "upload")]
 mod upload;
 
 pub use auth::{
@@ -32,6 +34,7 @@ pub use chat::{ChatListener, ChatOptions};
 pub use client::{ApiRequest, ApiResponse, HttpMethod, TetherClient};
 pub use config::{ClientConfig, RetryPolicy, Timeouts};
 pub use error::TetherError;
+#[cfg(feature = "upload")]
 pub use images::{GeneratedImage, ImageOptions};
 pub use jobs::{JobFailure, JobInfo, JobListener, JobStatus};
 pub use logging::{LogLevel, Logger};
@@ -45,8 +48,10 @@ pub use store::history::{
     PageAt, Role, SearchHit, SearchQuery, TokenUsage,
 };
 pub use subscription::Subscription;
+#[cfg(feature = "upload")]
 #[doc(hidden)]
 pub use upload::prepare_for_bench;
+#[cfg(feature = "upload")]
 pub use upload::{
     BoundingBox, DetectOptions, DetectedObject, Detection, ImageInfo, ImageSource, PrepareOptions,
     UploadProgress, VisionOptions, VisionReply,

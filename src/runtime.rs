@@ -7,7 +7,9 @@
 //! the Rust future at its next await point. Swift's UniFFI futures are not dropped when
 //! their `Task` is cancelled, which is why long calls also take a `CancelHandle`.
 
+use std::any::Any;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -42,6 +44,10 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// A call's work with its result type erased, so that every exported call spawns the
+/// same task type.
+type ErasedCall = Pin<Box<dyn Future<Output = Result<Box<dyn Any + Send>, TetherError>> + Send>>;
+
 /// Runs `fut` on the library runtime with the client's log dispatch, honouring `cancel`.
 /// A panic inside is resumed here, so UniFFI turns it into the foreign side's internal
 /// error instead of letting it unwind across the boundary.
@@ -54,6 +60,28 @@ where
     T: Send + 'static,
     F: Future<Output = Result<T, TetherError>> + Send + 'static,
 {
+    // Spawning `fut` itself would instantiate tokio's task machinery (harness, cell,
+    // cancel, join) once per exported call and log mode, ~180 copies and ~400 KB of the
+    // stripped library (scripts/size-breakdown). Erased, it is instantiated twice, for
+    // the price of one small allocation per call.
+    let erased: ErasedCall =
+        Box::pin(async move { fut.await.map(|v| Box::new(v) as Box<dyn Any + Send>) });
+    let out = run_erased(dispatch, cancel, erased).await?;
+    match out.downcast::<T>() {
+        Ok(v) => Ok(*v),
+        // Unreachable: `erased` boxes exactly a `T` above.
+        Err(_) => Err(TetherError::Decode {
+            detail: "internal: a call's result had an unexpected type".into(),
+        }),
+    }
+}
+
+/// The one non-generic body of [`run`].
+async fn run_erased(
+    dispatch: &tracing::Dispatch,
+    cancel: Option<Arc<CancelHandle>>,
+    fut: ErasedCall,
+) -> Result<Box<dyn Any + Send>, TetherError> {
     let work = async move {
         match cancel {
             None => fut.await,

@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use super::TetherClient;
 use crate::error::TetherError;
+#[cfg(feature = "upload")]
 use crate::images::{GeneratedImage, ImageOptions};
 use crate::jobs::{JobInfo, JobListener};
 use crate::runtime::CancelHandle;
 
+// Its own export block: it goes with the `upload` feature, the jobs below do not.
+#[cfg(feature = "upload")]
 #[uniffi::export]
 impl TetherClient {
     /// Generates an image from `prompt` and writes it as a PNG file (see
@@ -29,7 +32,10 @@ impl TetherClient {
         })
         .await
     }
+}
 
+#[uniffi::export]
+impl TetherClient {
     /// Submits a job of `kind` with `input_json` (a JSON object) and returns it `Queued`.
     /// It is recorded before it is sent: if this fails with `Network`, `Timeout` or
     /// `Server`, or the app is killed meanwhile, `pending_jobs()` sends it again with the

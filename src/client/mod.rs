@@ -10,6 +10,7 @@ mod jobs;
 mod quota;
 mod requests;
 mod session;
+#[cfg(feature = "upload")]
 mod upload;
 
 use std::future::Future;

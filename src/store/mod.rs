@@ -27,6 +27,7 @@ pub mod kv;
 pub mod quota;
 mod schema;
 
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -162,8 +163,26 @@ fn read_tx<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Re
     Ok(v)
 }
 
+/// A database job with its result type erased, so that every read and write spawns the
+/// same blocking task type.
+type ErasedJob = Box<dyn FnOnce() -> Result<Box<dyn Any + Send>> + Send>;
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    // Spawning `f` itself would instantiate tokio's blocking-task machinery once per
+    // query closure (~45 copies, scripts/size-breakdown); erased, once.
+    let job: ErasedJob = Box::new(move || f().map(|v| Box::new(v) as Box<dyn Any + Send>));
+    match blocking_erased(job).await?.downcast::<T>() {
+        Ok(v) => Ok(*v),
+        // Unreachable: `job` boxes exactly a `T` above.
+        Err(_) => Err(Error::Storage(
+            "internal: a database job's result had an unexpected type".into(),
+        )),
+    }
+}
+
+/// The one non-generic body of [`blocking`].
+async fn blocking_erased(job: ErasedJob) -> Result<Box<dyn Any + Send>> {
+    tokio::task::spawn_blocking(job)
         .await
         .unwrap_or_else(|_| Err(Error::Storage("database task panicked".into())))
 }

@@ -13,6 +13,10 @@
 //! still be polling after the caller gave up; the feature that set it decides what to
 //! report and when.
 
+// Only uploads build forms; without the `upload` feature the form half is unused (it
+// stays compiled: the transport matches on every body kind).
+#![cfg_attr(not(feature = "upload"), allow(dead_code))]
+
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;

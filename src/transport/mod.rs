@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
+#[cfg_attr(not(feature = "upload"), allow(unused_imports))]
 pub use body::{Body, Multipart, Part, ProgressHook, Source};
 pub use clock::ServerClock;
 

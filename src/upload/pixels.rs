@@ -5,7 +5,9 @@
 
 use std::io::Cursor;
 
-use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::images::TypedImage;
+use fast_image_resize::pixels::U8x3;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 
 use super::sniff::Kind;
 use crate::error::{Error, Result};
@@ -123,32 +125,49 @@ fn flatten(width: u32, height: u32, buf: Vec<u8>, colour: u8, alpha: bool) -> Pi
 }
 
 /// Resamples to exactly `(w, h)` with Lanczos3.
-pub(crate) fn resize(p: Pixels, w: u32, h: u32) -> Result<Pixels> {
+pub(crate) fn resize(mut p: Pixels, w: u32, h: u32) -> Result<Pixels> {
     if (p.width, p.height) == (w, h) {
         return Ok(p);
     }
-    let kind = if p.channels == 1 {
-        PixelType::U8
-    } else {
-        PixelType::U8x3
-    };
-    let channels = p.channels;
-    let src = Image::from_vec_u8(p.width, p.height, p.data, kind)
-        .map_err(|e| Error::InvalidInput(format!("resize: {e}")))?;
-    let mut dst = Image::new(w, h, kind);
+    // One pixel layout, RGB, through the typed entry point: the untyped
+    // `Resizer::resize` matches on all 13 pixel types at run time and links every type's
+    // SIMD kernels (2.2 MB of the stripped library), and even one more layout costs
+    // ~200 KB (its kernels for 30 fixed-point precisions, SSE4.1 and AVX2; see
+    // scripts/size-breakdown). Greyscale photos are rare: one is widened to RGB for the
+    // resize and narrowed back after. The filter works per channel, so the three stay equal.
+    let grey = p.channels == 1;
+    if grey {
+        p.data = p.data.iter().flat_map(|&v| [v, v, v]).collect();
+    }
+    let mut data = vec![0u8; w as usize * h as usize * 3];
+    lanczos3_rgb(&mut p, &mut data, w, h)?;
+    if grey {
+        data = data.chunks_exact(3).map(|px| px[0]).collect();
+    }
+    Ok(Pixels {
+        width: w,
+        height: h,
+        channels: p.channels,
+        data,
+    })
+}
+
+/// Lanczos3 from `p` (RGB) into `out` (`w * h` RGB pixels).
+fn lanczos3_rgb(p: &mut Pixels, out: &mut [u8], w: u32, h: u32) -> Result<()> {
+    let bad = |e: &dyn std::fmt::Display| Error::InvalidInput(format!("resize: {e}"));
+    // The source as the same view type as the resizer's intermediate image (a mutable
+    // `TypedImage`, though it is only read), so each convolution kernel is instantiated
+    // for one view type, not two.
+    let src =
+        TypedImage::<U8x3>::from_buffer(p.width, p.height, &mut p.data).map_err(|e| bad(&e))?;
+    let mut dst = TypedImage::<U8x3>::from_buffer(w, h, out).map_err(|e| bad(&e))?;
     Resizer::new()
-        .resize(
+        .resize_typed(
             &src,
             &mut dst,
             &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3)),
         )
-        .map_err(|e| Error::InvalidInput(format!("resize: {e}")))?;
-    Ok(Pixels {
-        width: w,
-        height: h,
-        channels,
-        data: dst.into_vec(),
-    })
+        .map_err(|e| bad(&e))
 }
 
 /// Applies an EXIF orientation (1-8) so the pixels are stored upright.
@@ -198,13 +217,64 @@ pub(crate) fn encode_jpeg(p: &Pixels, quality: u32, icc: Option<&[u8]>) -> Resul
     if let Some(icc) = icc {
         enc.add_icc_profile(icc).map_err(bad)?;
     }
-    let colour = if p.channels == 1 {
-        jpeg_encoder::ColorType::Luma
-    } else {
-        jpeg_encoder::ColorType::Rgb
-    };
-    enc.encode(&p.data, w, h, colour).map_err(bad)?;
+    if p.data.len() != w as usize * h as usize * p.channels as usize {
+        return Err(Error::InvalidInput(
+            "JPEG encode: pixel data of the wrong size".into(),
+        ));
+    }
+    enc.encode_image(Frame {
+        pixels: p,
+        width: w,
+        height: h,
+    })
+    .map_err(bad)?;
     Ok(out)
+}
+
+/// Grey or RGB pixels as the encoder reads them. Our own, one type for both layouts:
+/// `Encoder::encode` matches on all nine of the crate's colour types and links an
+/// encoder for each (~55 KB of the stripped library, see scripts/size-breakdown).
+struct Frame<'a> {
+    pixels: &'a Pixels,
+    width: u16,
+    height: u16,
+}
+
+impl jpeg_encoder::ImageBuffer for Frame<'_> {
+    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
+        if self.pixels.channels == 1 {
+            jpeg_encoder::JpegColorType::Luma
+        } else {
+            jpeg_encoder::JpegColorType::Ycbcr
+        }
+    }
+
+    fn width(&self) -> u16 {
+        self.width
+    }
+
+    fn height(&self) -> u16 {
+        self.height
+    }
+
+    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
+        let c = self.pixels.channels as usize;
+        let row_len = self.width as usize * c;
+        let start = y as usize * row_len;
+        // In range: `encode_jpeg` checked the length, and the encoder asks for rows
+        // below `height` only; an empty row is the safe answer otherwise.
+        let row = self.pixels.data.get(start..start + row_len).unwrap_or(&[]);
+        if c == 1 {
+            buffers[0].extend_from_slice(row);
+            return;
+        }
+        for px in row.chunks_exact(3) {
+            let (luma, cb, cr) = jpeg_encoder::rgb_to_ycbcr(px[0], px[1], px[2]);
+            buffers[0].push(luma);
+            buffers[1].push(cb);
+            buffers[2].push(cr);
+        }
+    }
 }
 
 #[cfg(test)]
