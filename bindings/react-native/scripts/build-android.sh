@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Rust core for the Android ABIs of react-native-tether (static libraries the
 # turbo-module's CMake links into libreact-native-tether.so), with the bindings:
-#   android/src/main/jniLibs/{arm64-v8a,armeabi-v7a,x86_64}/libtether.a   (release-small)
+#   android/src/main/jniLibs/{arm64-v8a,armeabi-v7a,x86,x86_64}/libtether.a   (release-small)
 #   src/generated/*.ts, cpp/generated/*                                    (scripts/generate.sh)
 #
 #   bash scripts/build-android.sh          then `npm pack` (or publish) the package
@@ -14,7 +14,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 command -v cargo-ndk >/dev/null || { echo "cargo-ndk not found: cargo install cargo-ndk" >&2; exit 1; }
-rustup target add aarch64-linux-android armv7-linux-androideabi x86_64-linux-android
+rustup target add aarch64-linux-android armv7-linux-androideabi i686-linux-android x86_64-linux-android
 
 # ubrn drives cargo-ndk with the targets, API level and jniLibs path of ubrn.config.yaml,
 # then copies each libtether.a into jniLibs/<abi>/. The shipping profile: LTO, one

@@ -28,7 +28,7 @@ expected_common=(
   android/src/main/java/dev/tether/reactnative/TetherPackage.kt
   ios/Tether.h ios/Tether.mm
 )
-abis=(arm64-v8a armeabi-v7a x86_64)
+abis=(arm64-v8a armeabi-v7a x86 x86_64)
 natives=()
 for abi in "${abis[@]}"; do natives+=("android/src/main/jniLibs/$abi/libtether.a"); done
 natives+=(build/TetherRust.xcframework/Info.plist
