@@ -57,7 +57,7 @@ t=$SECONDS
 bash scripts/generate.sh
 target="$(rn_target_dir)"
 lib="$target/debug/libtether.so"
-server="$target/debug/tether"
+server="$target/debug/tether"   # the test server (tether-cli, built by generate.sh)
 phase "turbo-module scaffold: regenerate in a scratch copy, compare with the committed files"
 bash scripts/scaffold.sh --check
 lap generate $t
@@ -78,8 +78,6 @@ lap c++ $t
 
 # --- 4. hooks on Node -------------------------------------------------------------------
 t=$SECONDS
-phase "cargo build -p tether-cli (the test server)"
-(cd "$rn_crate" && cargo build -q -p tether-cli)
 phase "ubrn generate napi bindings -> test/.napi (the Node stand-in for the JSI FFI)"
 rm -rf test/.napi
 (cd "$rn_crate" && rn_ubrn generate napi bindings --library --lib-absolute --no-format \

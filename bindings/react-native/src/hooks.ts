@@ -15,7 +15,9 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 
 import {
+  CancelHandle,
   PageAt,
+  TetherError,
   type AuthListener,
   type AuthState,
   type ChatListener,
@@ -28,7 +30,6 @@ import {
   type QuotaState,
   type SubscriptionLike,
   type TetherClientLike,
-  type TetherError,
   type UploadProgress,
   type VisionOptions,
   type VisionReply,
@@ -40,9 +41,12 @@ function dispose(subscription: SubscriptionLike): void {
   (subscription as { uniffiDestroy?: () => void }).uniffiDestroy?.();
 }
 
-/** Whether `e` is the rejection of a call cancelled through its AbortSignal. */
-export function isAbortError(e: unknown): boolean {
-  return e instanceof Error && e.name === "AbortError";
+/**
+ * Whether `e` is the rejection of a cancelled call: `TetherError.Cancelled` (a
+ * `CancelHandle`) or the runtime's `AbortError` (an `AbortSignal`).
+ */
+export function isCancellation(e: unknown): boolean {
+  return (e instanceof Error && e.name === "AbortError") || (TetherError.instanceOf(e) && TetherError.Cancelled.instanceOf(e));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -193,10 +197,12 @@ export function useChat(client: TetherClientLike, conversationId: string, option
   const [sending, setSending] = useState(false);
   const [error, setError] = useState<TetherError | Error | undefined>(undefined);
   // Mount-scoped state the callbacks read: whether the component is still mounted for
-  // this conversation, the in-flight send's controller, and a load generation so an
-  // older reload cannot overwrite a newer one.
+  // this conversation, the in-flight send's cancel handle, and a load generation so an
+  // older reload cannot overwrite a newer one. A CancelHandle rather than an AbortSignal:
+  // Tether stores the reply as Cancelled before the call rejects, so the reload that
+  // follows shows it (dropping the call through a signal stores it a moment later).
   const live = useRef(false);
-  const inFlight = useRef<AbortController | undefined>(undefined);
+  const inFlight = useRef<CancelHandle | undefined>(undefined);
   const loads = useRef(0);
 
   const reload = useCallback(async (): Promise<void> => {
@@ -220,7 +226,7 @@ export function useChat(client: TetherClientLike, conversationId: string, option
     void reload();
     return () => {
       live.current = false;
-      if (cancelOnUnmount) inFlight.current?.abort();
+      if (cancelOnUnmount) inFlight.current?.cancel();
       inFlight.current = undefined;
     };
   }, [reload, cancelOnUnmount]);
@@ -228,11 +234,11 @@ export function useChat(client: TetherClientLike, conversationId: string, option
   const send = useCallback(
     async (text: string, chatOptions?: ChatOptions): Promise<Message | undefined> => {
       if (inFlight.current) throw new Error("useChat: a message is already being sent");
-      const controller = new AbortController();
-      inFlight.current = controller;
+      const handle = new CancelHandle();
+      inFlight.current = handle;
       // The listener belongs to this send only; after unmount (or once the send is over)
       // it changes nothing.
-      const mine = () => live.current && inFlight.current === controller;
+      const mine = () => live.current && inFlight.current === handle;
       const listener: ChatListener = {
         onDelta(messageId: string, delta: string): void {
           if (!mine()) return;
@@ -246,13 +252,14 @@ export function useChat(client: TetherClientLike, conversationId: string, option
       setStreaming(undefined);
       setSending(true);
       try {
-        return await client.sendMessage(conversationId, text, chatOptions, listener, undefined, { signal: controller.signal });
+        return await client.sendMessage(conversationId, text, chatOptions, listener, handle);
       } catch (e) {
-        if (mine() && !isAbortError(e)) setError(e as TetherError | Error);
+        if (mine() && !isCancellation(e)) setError(e as TetherError | Error);
         return undefined;
       } finally {
         const wasMine = mine();
-        if (inFlight.current === controller) inFlight.current = undefined;
+        if (inFlight.current === handle) inFlight.current = undefined;
+        handle.uniffiDestroy();
         if (wasMine) {
           // The history now holds the user's message and the reply (Complete, Cancelled
           // or Failed, with its text): show it in place of the streaming bubble.
@@ -268,7 +275,7 @@ export function useChat(client: TetherClientLike, conversationId: string, option
     [client, conversationId, reload],
   );
 
-  const cancel = useCallback(() => inFlight.current?.abort(), []);
+  const cancel = useCallback(() => inFlight.current?.cancel(), []);
 
   return { messages, loading, pending, streaming, sending, error, send, cancel, reload };
 }
@@ -357,7 +364,7 @@ export function useUpload(client: TetherClientLike): UploadHook {
         return answer;
       } catch (e) {
         if (mine()) {
-          if (isAbortError(e)) setCancelled(true);
+          if (isCancellation(e)) setCancelled(true);
           else setError(e as TetherError | Error);
         }
         return undefined;
