@@ -58,11 +58,12 @@ target/debug/uniffi-bindgen generate --library target/debug/libtether.so --langu
   --no-format --out-dir "$gen" >/dev/null
 
 # --- 3. compile ----------------------------------------------------------------------
-log "compiling the generated Kotlin + ScenarioTest.kt (kotlinc $KOTLIN_VERSION)"
+log "compiling the generated Kotlin + the idioms (src/main/kotlin) + ScenarioTest.kt (kotlinc $KOTLIN_VERSION)"
 mkdir -p "$out"
 jar="$out/scenario.jar"
 "$K/bin/kotlinc" -nowarn -cp "$JNA_JAR:$COROUTINES_JAR" \
-  "$gen/dev/tether/tether.kt" "$here"/src/jvmTest/kotlin/dev/tether/jvmtest/*.kt -d "$jar"
+  "$gen/dev/tether/tether.kt" "$here"/src/main/kotlin/dev/tether/*.kt \
+  "$here"/src/jvmTest/kotlin/dev/tether/jvmtest/*.kt -d "$jar"
 
 # --- 4. run --------------------------------------------------------------------------
 log "running the scenario on $(java -version 2>&1 | head -1)"
