@@ -46,6 +46,17 @@
  *      call is sent == total on attempt 1; upload-limit 100 -> PayloadTooLarge(maxBytes
  *      100); quota-limit 0 -> PlanRequired("pro") and no upload recorded; refreshQuota()
  *      lifts the paywall once the limit is back
+ *  18. (scenario.md 18) the Kotlin idioms of src/main/kotlin/dev/tether/Flows.kt, on a new
+ *      client: authStateFlow() starts from authState() and follows restore and sign-in,
+ *      and (Eagerly) registers one AuthListener released when its scope ends, or
+ *      (WhileSubscribed) only while collected; quotaStateFlow() shows the paywall flag
+ *      "pro" after a 402 and drops it after refreshQuota(), paywallEvents() emits "pro"
+ *      once, and both listeners are released; sendMessageFlow() yields deltas adding up
+ *      to the Done reply (Complete), take(2) on a long reply leaves it stored Cancelled
+ *      with a prefix of the text and its ChatListener released, a 402 ends the flow with
+ *      PlanRequired; detectFlow() yields never-shrinking Progress ending at sent == total,
+ *      then Done with the server's "cat"; a 413 ends it with PayloadTooLarge. "Released"
+ *      is read from the generated handle maps (listener objects Rust still holds).
  *  13. a JVM that ends with 8 slow listeners and a slow logger still registered (and calls
  *      to them still queued) exits 0, whether main returns or calls exitProcess: this
  *      program run again as a child with `--exit-child return|exit`
@@ -112,7 +123,6 @@ import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.cancel
 import kotlinx.coroutines.flow.SharingStarted
-import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.flow.take
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.async
@@ -793,9 +803,11 @@ private fun idioms(server: ContractServer, config: ClientConfig) {
         val scope2 = CoroutineScope(Dispatchers.Default)
         val lazy = client.authStateFlow(scope2)
         expect("WhileSubscribed: nothing registered before a collector", heldAuthListeners() == held)
-        val seen = async { lazy.first { it is AuthState.SignedIn } }
-        expect("a collector registers it", eventually { heldAuthListeners() == held + 1 })
-        expect("...and sees SignedIn", seen.await() == AuthState.SignedIn(user.id, true))
+        val seen = CopyOnWriteArrayList<AuthState>()
+        val collector = launch(Dispatchers.Default) { lazy.collect { seen.add(it) } }
+        expect("a collector registers it", eventually { heldAuthListeners() == held + 1 }) { "${heldAuthListeners()} vs $held" }
+        expect("...and sees SignedIn", eventually { seen.lastOrNull() == AuthState.SignedIn(user.id, true) }) { "$seen" }
+        collector.cancel()
         expect("the collector gone -> released", eventually { heldAuthListeners() == held }) { "${heldAuthListeners()} vs $held" }
         scope2.cancel()
     }
