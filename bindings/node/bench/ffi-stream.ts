@@ -4,7 +4,7 @@
  * 10,000-delta reply streams over about 5 s from a loopback `tether serve`, through the
  * TypeScript API ubrn generates (N-API flavour, the API React Native uses through JSI)
  * against the release libtether.so. The stream is the one of the Kotlin figures
- * (android/src/jvmBench/.../FfiBench.kt): the pieces `tok0 ` .. `tok9999 `, cut into 60-byte
+ * (android/src/jvmBench/.../FfiBench.kt): the pieces `tok0 ` .. `tok9999 `, cut into 120-byte
  * chunks, 1 ms before each. Target <= 330 (one per 16 ms frame). One warm-up stream, then
  * the median of 3; per-round crossings and wall times on stderr.
  *
@@ -26,7 +26,7 @@ import {
 } from "../generated-bench/index.ts";
 
 const pieces = Array.from({ length: 10_000 }, (_, i) => `tok${i} `);
-const script = { pieces, chunk_sizes: [60], delay_ms: 1 };
+const script = { pieces, chunk_sizes: [120], delay_ms: 1 };
 const fullText = pieces.join("");
 
 class MemoryStore implements TokenStore {

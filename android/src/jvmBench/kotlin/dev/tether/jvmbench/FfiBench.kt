@@ -11,11 +11,14 @@
  *   call (`tetherVersion()`) and JNA's own floor (a direct-mapped `getpid()` in libc).
  * - ffi/kotlin_callback: microseconds per call from Rust into Kotlin: the Logger, on its
  *   delivery thread. The Kotlin logger parks on one call while requests queue a few
- *   hundred log records behind it; once released, the thread delivers them back to back,
+ *   hundred log records (150 requests, one debug record each) behind it; once released,
+ *   the thread delivers them back to back,
  *   so the gap between consecutive calls (their nanoTime stamps) is one crossing: taking
  *   the record, lowering a LogLevel and two Strings, the JNA callback dispatch, lifting
  *   them in Kotlin and a trivial body. The median gap of each of 5 rounds; the median
- *   round. (No bench-only export was added: the Logger is an existing path.)
+ *   round. (No bench-only export was added: the Logger is an existing path.) Stderr also
+ *   shows the same with the logger calling `Native.detach(false)`, i.e. without JNA's
+ *   attach/detach of the Tether thread around every callback.
  * - ffi/kotlin_stream_10k_crossings: `onDelta` calls made while a 10,000-delta reply
  *   streams over about 5 s from the loopback server (script below), through
  *   `sendMessageFlow` (the Flow idiom: each Delta event is one `onDelta` call). Target
@@ -57,11 +60,15 @@ import java.util.concurrent.atomic.AtomicInteger
 import kotlin.system.exitProcess
 import kotlinx.coroutines.runBlocking
 
-/** The 10,000-delta reply: the pieces of `tether-bench-chat chat`, two events per chunk
- *  (60-byte chunks), 1 ms before each chunk: about 5,000 chunks, about 5 s. */
+/**
+ * The 10,000-delta reply: the pieces of `tether-bench-chat chat` (`tok0 ` .. `tok9999 `),
+ * cut into 120-byte chunks (about four events each: ~2,600 chunks) with a 1 ms sleep
+ * before each. Here a tokio 1 ms sleep lasts about 2 ms, so the stream takes about 5 s;
+ * the measured duration is printed on stderr with each round.
+ */
 private val STREAM_PIECES = (0 until 10_000).map { "tok$it " }
 private val STREAM_SCRIPT =
-    """{"pieces":[${STREAM_PIECES.joinToString(",") { "\"$it\"" }}],"chunk_sizes":[60],"delay_ms":1}"""
+    """{"pieces":[${STREAM_PIECES.joinToString(",") { "\"$it\"" }}],"chunk_sizes":[120],"delay_ms":1}"""
 private val STREAM_TEXT = STREAM_PIECES.joinToString("")
 
 private fun err(s: String) = System.err.println("[ffi-bench] $s")
@@ -137,8 +144,13 @@ private fun callBench() {
     line("ffi/kotlin_call", "us", median(runs))
 }
 
-/** Stamps every call; parks on the call after `park()` until released. */
-class TimingLogger : Logger {
+/**
+ * Stamps every call; parks on the call after `park()` until released. With [keepAttached]
+ * it asks JNA not to detach the calling thread from the JVM when the call returns (JNA
+ * attaches a foreign thread for each callback and detaches it afterwards by default):
+ * how much of a crossing that attach/detach is.
+ */
+class TimingLogger(private val keepAttached: Boolean = false) : Logger {
     val stamps = LongArray(8192)
     val count = AtomicInteger()
     @Volatile private var gate: CountDownLatch? = null
@@ -147,6 +159,7 @@ class TimingLogger : Logger {
     fun park(): CountDownLatch = CountDownLatch(1).also { gate = it }
 
     override fun log(level: LogLevel, target: String, message: String) {
+        if (keepAttached) Native.detach(false)
         val g = gate
         if (g != null) {
             gate = null
@@ -160,7 +173,15 @@ class TimingLogger : Logger {
 }
 
 private fun callbackBench(server: Server) {
-    val logger = TimingLogger()
+    val (rounds, sizes) = callbackRounds(server, TimingLogger())
+    err("kotlin_callback: ${sizes.joinToString()} back-to-back log calls per round; round medians ${spread(rounds)} us")
+    val (attached, _) = callbackRounds(server, TimingLogger(keepAttached = true))
+    err("kotlin_callback with Native.detach(false) in the callback (thread left attached to the JVM): median ${"%.3f".format(median(attached))} us, ${spread(attached)} us")
+    line("ffi/kotlin_callback", "us", median(rounds))
+}
+
+/** Per-round median gaps between back-to-back logger calls, and the calls per round. */
+private fun callbackRounds(server: Server, logger: TimingLogger): Pair<List<Double>, List<Int>> {
     val dir = Files.createTempDirectory("tether-ffi-log-").toString()
     val config = ClientConfig(baseUrl = server.url, clientId = "ffi-bench", dataDir = dir, logLevel = LogLevel.DEBUG)
     val client = TetherClient.withLogger(config, MemoryStore(), logger)
@@ -195,8 +216,7 @@ private fun callbackBench(server: Server) {
     }
     client.close()
     check(rounds.isNotEmpty()) { "the logger delivered too few records to time" }
-    err("kotlin_callback: ${sizes.joinToString()} back-to-back log calls per round; round medians ${spread(rounds)} us")
-    line("ffi/kotlin_callback", "us", median(rounds))
+    return rounds to sizes
 }
 
 /** The Rust-only side of the stream bench: `tether-bench-chat ffi-stream`, one process. */
