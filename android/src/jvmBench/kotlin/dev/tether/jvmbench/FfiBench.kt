@@ -10,8 +10,8 @@
  *   calls; the median run. No baseline; for context stderr also shows a String-returning
  *   call (`tetherVersion()`) and JNA's own floor (a direct-mapped `getpid()` in libc).
  * - ffi/kotlin_callback: microseconds per call from Rust into Kotlin: the Logger, on its
- *   delivery thread. The Kotlin logger parks on one call while requests queue a few
- *   hundred log records (150 requests, one debug record each) behind it; once released,
+ *   delivery thread. The Kotlin logger parks on one call while requests queue
+ *   150 log records (150 requests, one debug record each) behind it; once released,
  *   the thread delivers them back to back,
  *   so the gap between consecutive calls (their nanoTime stamps) is one crossing: taking
  *   the record, lowering a LogLevel and two Strings, the JNA callback dispatch, lifting
