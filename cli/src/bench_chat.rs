@@ -598,7 +598,11 @@ async fn ffi_stream(url: &str, dir: &Path) {
 async fn main() {
     let suite = std::env::args().nth(1).unwrap_or_default();
     if suite == "ffi-stream" {
-        let arg = |i: usize| std::env::args().nth(i).expect("ffi-stream <server url> <data dir>");
+        let arg = |i: usize| {
+            std::env::args()
+                .nth(i)
+                .expect("ffi-stream <server url> <data dir>")
+        };
         return ffi_stream(&arg(2), Path::new(&arg(3))).await;
     }
     let server = TestServer::start().await;
