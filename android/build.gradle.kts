@@ -1,6 +1,9 @@
 // The Tether Android library: the UniFFI-generated Kotlin API (package dev.tether) over the
 // Rust core, shipped as libtether.so per ABI and called through JNA.
 //
+// Sources: the generated bindings (below) and src/main/kotlin/dev/tether/Flows.kt, the
+// Kotlin idioms (Flow, StateFlow) over them.
+//
 // Before building, run ./build-rust.sh (needs cargo-ndk and an Android NDK). It fills two
 // gitignored directories this module reads:
 //   src/main/jniLibs/<abi>/libtether.so   the Rust core for arm64-v8a, armeabi-v7a, x86_64
@@ -30,6 +33,9 @@ android {
     sourceSets {
         getByName("main") {
             java.srcDir(generatedKotlin)
+            // The Kotlin idioms over the generated API (Flows.kt). Listed explicitly:
+            // harmless if the Kotlin plugin already adds it.
+            java.srcDir("src/main/kotlin")
             jniLibs.srcDir(jniLibsDir)
         }
     }

@@ -1,4 +1,4 @@
-//! `tether-bench-chat history|chat`: the history and chat figures, one line each in the
+//! `tether-bench-chat history|chat|ffi-stream`: the history and chat figures, one line each in the
 //! form of `shared/BENCHMARKS.md` (everything else on stderr). Run through
 //! `scripts/bench history` and `scripts/bench chat`.
 //!
@@ -552,9 +552,59 @@ async fn chat(server: &TestServer, root: &Path) {
     line("chat/stream_10k_deltas_per_s", "count/s", v, Some(b), None);
 }
 
+/// `tether-bench-chat ffi-stream <server url> <data dir>`: the Rust-only side of
+/// `scripts/bench ffi` (android/src/jvmBench/.../FfiBench.kt drives it). Signs in once on
+/// the given contract server, then for each line read on stdin (a chat script, as the
+/// server's `chat-script` admin command takes it) queues that script, streams one reply
+/// with a counting listener and prints `<seconds> <on_delta calls> <chars>` on stdout:
+/// the same stream through the same server as the Kotlin side, timed from the call to
+/// its return, so the two can alternate round by round.
+async fn ffi_stream(url: &str, dir: &Path) {
+    let (client, conv) = fresh(url, dir).await;
+    client.restore_session().await.unwrap();
+    client.sign_in_anonymously(None, None).await.unwrap();
+    let http = reqwest::Client::new();
+    let read_line = || {
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            let n = std::io::stdin().read_line(&mut line).unwrap();
+            (n > 0).then_some(line)
+        })
+    };
+    while let Some(script) = read_line().await.unwrap() {
+        let r = http
+            .post(format!("{url}/__admin/chat-script"))
+            .header("content-type", "application/json")
+            .body(script)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "chat-script: {}", r.status());
+        let listener = Arc::new(Counting {
+            deltas: AtomicUsize::new(0),
+        });
+        let t = Instant::now();
+        let reply = client
+            .send_message(conv.clone(), "go".into(), None, listener.clone(), None)
+            .await
+            .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let n = listener.deltas.load(Ordering::Relaxed);
+        println!("{secs:.6} {n} {}", reply.content.chars().count());
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let suite = std::env::args().nth(1).unwrap_or_default();
+    if suite == "ffi-stream" {
+        let arg = |i: usize| {
+            std::env::args()
+                .nth(i)
+                .expect("ffi-stream <server url> <data dir>")
+        };
+        return ffi_stream(&arg(2), Path::new(&arg(3))).await;
+    }
     let server = TestServer::start().await;
     let root = std::env::var_os("TETHER_BENCH_DIR")
         .map(PathBuf::from)
@@ -569,7 +619,7 @@ async fn main() {
         "history-1m" => at_1m(&server.url(), &root).await,
         "chat" => chat(&server, &root).await,
         other => {
-            eprintln!("usage: tether-bench-chat history|chat (got {other:?})");
+            eprintln!("usage: tether-bench-chat history|chat|ffi-stream (got {other:?})");
             std::process::exit(2);
         }
     }

@@ -46,6 +46,17 @@
  *      call is sent == total on attempt 1; upload-limit 100 -> PayloadTooLarge(maxBytes
  *      100); quota-limit 0 -> PlanRequired("pro") and no upload recorded; refreshQuota()
  *      lifts the paywall once the limit is back
+ *  18. (scenario.md 18) the Kotlin idioms of src/main/kotlin/dev/tether/Flows.kt, on a new
+ *      client: authStateFlow() starts from authState() and follows restore and sign-in,
+ *      and (Eagerly) registers one AuthListener released when its scope ends, or
+ *      (WhileSubscribed) only while collected; quotaStateFlow() shows the paywall flag
+ *      "pro" after a 402 and drops it after refreshQuota(), paywallEvents() emits "pro"
+ *      once, and both listeners are released; sendMessageFlow() yields deltas adding up
+ *      to the Done reply (Complete), take(2) on a long reply leaves it stored Cancelled
+ *      with a prefix of the text and its ChatListener released, a 402 ends the flow with
+ *      PlanRequired; detectFlow() yields never-shrinking Progress ending at sent == total,
+ *      then Done with the server's "cat"; a 413 ends it with PayloadTooLarge. "Released"
+ *      is read from the generated handle maps (listener objects Rust still holds).
  *  13. a JVM that ends with 8 slow listeners and a slow logger still registered (and calls
  *      to them still queued) exits 0, whether main returns or calls exitProcess: this
  *      program run again as a child with `--exit-child return|exit`
@@ -101,7 +112,19 @@ import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.atomic.AtomicInteger
 import kotlin.system.exitProcess
+import dev.tether.ChatEvent
+import dev.tether.UploadEvent
+import dev.tether.authStateFlow
+import dev.tether.detectFlow
+import dev.tether.paywallEvents
+import dev.tether.quotaStateFlow
+import dev.tether.sendMessageFlow
 import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.cancel
+import kotlinx.coroutines.flow.SharingStarted
+import kotlinx.coroutines.flow.take
+import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.async
 import kotlinx.coroutines.awaitAll
 import kotlinx.coroutines.delay
@@ -739,6 +762,143 @@ private fun scenario(server: ContractServer, dataDir: String) {
         client.signOut()
     }
 
+    idioms(server, config.copy(dataDir = "$dataDir/idioms"))
+
     subscription.close()
+    client.close()
+}
+
+/**
+ * Listener objects Rust still holds (the generated handle maps; `internal`, visible here
+ * because this test is compiled in the same module as the bindings): how the test sees
+ * that a flow's subscription was closed and its listener released.
+ */
+private fun heldAuthListeners() = dev.tether.FfiConverterTypeAuthListener.handleMap.size
+private fun heldQuotaListeners() = dev.tether.FfiConverterTypeQuotaListener.handleMap.size
+private fun heldChatListeners() = dev.tether.FfiConverterTypeChatListener.handleMap.size
+
+/** scenario.md step 18: the Kotlin idioms in android/src/main/kotlin/dev/tether/Flows.kt. */
+private fun idioms(server: ContractServer, config: ClientConfig) {
+    val client = TetherClient(config, MapTokenStore())
+
+    step("idioms: StateFlow of the auth state") {
+        val scope = CoroutineScope(Dispatchers.Default)
+        val held = heldAuthListeners()
+        val auth = client.authStateFlow(scope, SharingStarted.Eagerly)
+        expect("its first value is authState() (Unknown before restore)", auth.value == AuthState.Unknown) { "${auth.value}" }
+        expect("collecting registers one AuthListener", eventually { heldAuthListeners() == held + 1 }) { "${heldAuthListeners()} vs $held" }
+        client.restoreSession()
+        expect("restoreSession() -> the StateFlow turns SignedOut", eventually { auth.value == AuthState.SignedOut }) { "${auth.value}" }
+        val user = client.signInAnonymously("device-jvm-idioms", null)
+        expect(
+            "sign-in -> the StateFlow turns SignedIn for that user",
+            eventually { auth.value == AuthState.SignedIn(user.id, true) },
+        ) { "${auth.value}" }
+        scope.cancel()
+        expect(
+            "the scope ends -> the subscription is closed and the listener released",
+            eventually { heldAuthListeners() == held },
+        ) { "${heldAuthListeners()} vs $held" }
+        // A WhileSubscribed StateFlow (the default) listens only while it is collected.
+        val scope2 = CoroutineScope(Dispatchers.Default)
+        val lazy = client.authStateFlow(scope2)
+        expect("WhileSubscribed: nothing registered before a collector", heldAuthListeners() == held)
+        val seen = CopyOnWriteArrayList<AuthState>()
+        val collector = launch(Dispatchers.Default) { lazy.collect { seen.add(it) } }
+        expect("a collector registers it", eventually { heldAuthListeners() == held + 1 }) { "${heldAuthListeners()} vs $held" }
+        expect("...and sees SignedIn", eventually { seen.lastOrNull() == AuthState.SignedIn(user.id, true) }) { "$seen" }
+        collector.cancel()
+        expect("the collector gone -> released", eventually { heldAuthListeners() == held }) { "${heldAuthListeners()} vs $held" }
+        scope2.cancel()
+    }
+
+    step("idioms: StateFlow of the quota, the paywall events") {
+        val scope = CoroutineScope(Dispatchers.Default)
+        val held = heldQuotaListeners()
+        server.admin("quota-limit", """{"limit":1}""")
+        client.refreshQuota(null)
+        val quota = client.quotaStateFlow(scope, SharingStarted.Eagerly)
+        expect("its first value is quota()", quota.value == client.quota()) { "${quota.value}" }
+        val paywalls = CopyOnWriteArrayList<String>()
+        val events = scope.launch { client.paywallEvents().collect { paywalls.add(it) } }
+        expect("two QuotaListeners registered", eventually { heldQuotaListeners() == held + 2 }) { "${heldQuotaListeners()} vs $held" }
+        expect("a job within the limit", client.send(jobCall, null).status.toInt() == 202)
+        val e = thrown { client.send(jobCall, null) }
+        expect("the next -> PlanRequired", e is TetherException.PlanRequired) { "got $e" }
+        expect("the StateFlow's paywall flag is \"pro\"", eventually { quota.value.paywall == "pro" }) { "${quota.value}" }
+        expect("paywallEvents() emitted \"pro\" once", eventually { paywalls.toList() == listOf("pro") }) { "$paywalls" }
+        server.admin("quota-limit", """{"limit":50}""")
+        client.refreshQuota(null)
+        expect("refreshQuota() -> the flag goes down", eventually { quota.value.paywall == null && quota.value.remaining != 0u }) { "${quota.value}" }
+        events.cancel()
+        expect("a cancelled collector's listener is released", eventually { heldQuotaListeners() == held + 1 }) { "${heldQuotaListeners()} vs $held" }
+        scope.cancel()
+        expect("the scope ends -> all released", eventually { heldQuotaListeners() == held }) { "${heldQuotaListeners()} vs $held" }
+    }
+
+    step("idioms: a chat reply as a Flow, cancelled by its collector") {
+        val held = heldChatListeners()
+        val pieces = (0 until 40).map { "flow$it " }
+        val json = pieces.joinToString(",") { "\"$it\"" }
+        server.admin("chat-script", """{"pieces":[$json],"chunk_sizes":[7],"delay_ms":2}""")
+        val conv = client.createConversation("flows", null)
+        val events = client.sendMessageFlow(conv.id, "hello flow").toList()
+        val done = events.last()
+        val deltas = events.dropLast(1)
+        expect(
+            "Delta events, then one Done with the stored Complete reply",
+            done is ChatEvent.Done && done.message.status == MessageStatus.COMPLETE &&
+                done.message.content == pieces.joinToString("") && deltas.isNotEmpty() && deltas.all { it is ChatEvent.Delta },
+        ) { events.map { it::class.simpleName }.toString() }
+        expect(
+            "the deltas add up to the reply",
+            deltas.joinToString("") { (it as ChatEvent.Delta).text } == pieces.joinToString("") &&
+                deltas.all { (it as ChatEvent.Delta).messageId == (done as ChatEvent.Done).message.id },
+        )
+
+        server.admin("chat-script", """{"repeat":["word ",2000],"delay_ms":5}""")
+        val first = client.sendMessageFlow(conv.id, "a long one").take(2).toList()
+        expect("take(2) of a long reply: two deltas", first.size == 2 && first.all { it is ChatEvent.Delta }) { "$first" }
+        var last: Message? = null
+        val stored = eventually(10_000) {
+            last = runBlocking { client.listMessages(conv.id, PageAt.Newest, 1u) }.messages[0]
+            last?.status == MessageStatus.CANCELLED
+        }
+        val text = last?.content ?: ""
+        expect(
+            "the collector gone -> the reply is stored Cancelled with its partial text",
+            stored && text.isNotEmpty() && text.length < 2000 * 5 && "word ".repeat(2000).startsWith(text),
+        ) { "${last?.status} ${text.length}" }
+        expect("...and its ChatListener released", eventually { heldChatListeners() == held }) { "${heldChatListeners()} vs $held" }
+
+        server.admin("quota-limit", """{"limit":0}""")
+        val e = thrown { client.sendMessageFlow(conv.id, "over the limit").toList() }
+        expect("a refused message ends the flow with PlanRequired", e is TetherException.PlanRequired) { "got $e" }
+        server.admin("quota-limit", """{"limit":50}""")
+        client.refreshQuota(null)
+    }
+
+    step("idioms: upload progress as a Flow") {
+        val (png, stripped) = pngWithText(64, 48)
+        val file = java.io.File(config.dataDir, "flow.png").apply { writeBytes(png) }
+        val events = client.detectFlow(ImageSource.File(file.path)).toList()
+        val done = events.last()
+        val progress = events.dropLast(1).map { it as? UploadEvent.Progress }
+        expect(
+            "Progress events, then Done with the detection",
+            done is UploadEvent.Done && done.result.objects.firstOrNull()?.label == "cat" &&
+                done.result.image.byteSize.toInt() == stripped.size && progress.isNotEmpty() && progress.all { it != null },
+        ) { events.toString() }
+        val p = progress.filterNotNull()
+        expect(
+            "progress never shrinks and ends at sent == total on attempt 1",
+            p.zipWithNext().all { (a, b) -> a.sent <= b.sent } && p.last().attempt == 1u && p.last().sent == p.last().total,
+        ) { "$p" }
+        server.admin("upload-limit", """{"bytes":100}""")
+        val e = thrown { client.detectFlow(ImageSource.Bytes(png)).toList() }
+        expect("an upload over the limit ends the flow with PayloadTooLarge", e is TetherException.PayloadTooLarge) { "got $e" }
+        server.admin("upload-limit")
+    }
+
     client.close()
 }
