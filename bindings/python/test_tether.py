@@ -124,6 +124,8 @@ async def wait_until(pred, tries=200):
 
 
 async def scenario(url, data_dir):
+    # scenario step 18 skipped: Python has no platform package and so no idioms over the
+    # listeners (it is a test harness for the core, not a shipped binding).
     # scenario step 1
     try:
         tether.TetherClient(tether.ClientConfig(base_url="http://example.com", client_id="py", data_dir=data_dir), DictStore())

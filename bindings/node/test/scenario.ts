@@ -366,6 +366,8 @@ async function scenario(server: ContractServer, dataDir: string): Promise<void> 
     check("tetherVersion() is a version", /^\d+\.\d+\.\d+/.test(v), () => v);
   });
 
+  // scenario step 18 skipped: the React idioms (useAuthState, useQuota, useChat, useUpload) are
+  // hooks, run with a React test renderer in bindings/react-native/test/hooks.test.tsx.
   // scenario step 1
   await step("config validation", async () => {
     const e = await thrown(async () => new TetherClient({ ...config, baseUrl: "http://example.com" }, new MapTokenStore()));

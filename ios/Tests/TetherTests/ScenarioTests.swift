@@ -559,6 +559,7 @@ final class ScenarioTests: XCTestCase {
         XCTAssertFalse(cut.content.isEmpty)
         XCTAssertTrue(String(repeating: "word ", count: 2000).hasPrefix(cut.content))
 
+        // scenario step 18 (Swift has no upload-progress stream; its idioms are these three)
         // The idioms: a reply as an AsyncThrowingStream (deltas, then the stored reply), and
         // a stream left early, which cancels the Rust stream: the reply is kept as cancelled.
         try await server.admin("chat-script", #"{"pieces":[\#(piecesJSON)],"chunk_sizes":[4]}"#)

@@ -25,7 +25,7 @@
  *   9. a CancelHandle cancels a call the server holds for 2 s -> TetherException.Cancelled,
  *      quickly; cancelling the coroutine (withTimeoutOrNull) around a held call also
  *      returns quickly, and the client still works afterwards
- *  9b. chat (tests/scenario.md steps 12-14): a reply streamed through a Kotlin ChatListener
+ *  9b. chat (tests/scenario.md steps 15-17): a reply streamed through a Kotlin ChatListener
  *      into the history and paged back; a search with a highlighted snippet and
  *      operators in the user's text; cancelling the coroutine of a long reply leaves it
  *      stored as Cancelled with its partial text
@@ -446,6 +446,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         expect("tetherVersion() is a version", tetherVersion().matches(Regex("""\d+\.\d+\.\d+.*"""))) { tetherVersion() }
     }
 
+    // scenario step 1
     step("config validation") {
         val e = thrown { TetherClient(config.copy(baseUrl = "http://example.com"), MapTokenStore()).close() }
         expect("http:// for a non-loopback host -> TetherException.Config", e is TetherException.Config) { "got $e" }
@@ -460,6 +461,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
     val subscription = client.addAuthListener(listener)
     var userId = ""
 
+    // scenario step 2
     step("restore on first launch") {
         expect("authState() before restore is Unknown", client.authState() == AuthState.Unknown) { "${client.authState()}" }
         val s = client.restoreSession()
@@ -467,6 +469,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         expect("listener hears SignedOut", eventually { listener.states.lastOrNull() == AuthState.SignedOut }) { "${listener.states}" }
     }
 
+    // scenario step 3
     step("anonymous sign-in") {
         val user = client.signInAnonymously("device-jvm-1", null)
         userId = user.id
@@ -486,6 +489,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         ) { "${listener.states}" }
     }
 
+    // scenario step 4
     step("send GET quota") {
         val r = client.send(quotaCall, null)
         expect("GET quota -> 200 JSON with \"plan\"", r.status.toInt() == 200 && Regex(""""plan"\s*:""").containsMatchIn(r.body)) { "$r" }
@@ -497,6 +501,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         ) { "$q" }
     }
 
+    // scenario step 5
     step("expired tokens + 10 concurrent calls -> one refresh") {
         val oldToken = client.accessToken(null)
         server.admin("expire-tokens")
@@ -523,6 +528,14 @@ private fun scenario(server: ContractServer, dataDir: String) {
         }
     }
 
+    // scenario step 6
+    step("a 503 with Retry-After: 0 is retried transparently") {
+        server.admin("fault", """{"path":"/api/v1/jobs","status":503,"retry_after":0}""")
+        val r = client.send(jobCall, null)
+        expect("a 503 then 202: the caller sees the 202", r.status.toInt() == 202) { "$r" }
+    }
+
+    // scenario step 7
     step("quota used up -> PlanRequired") {
         val quotaListener = RecordingQuotaListener()
         val quotaSubscription = client.addQuotaListener(quotaListener)
@@ -565,6 +578,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         server.admin("plan", """{"plan":"free","limit":50}""")
     }
 
+    // scenario step 8 (and, below, coroutine cancellation)
     step("CancelHandle cancels a held call") {
         server.admin("fault", """{"path":"/api/v1/quota","kind":"delay","ms":2000}""")
         val handle = CancelHandle()
@@ -592,6 +606,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         expect("the client still works afterwards", after.status.toInt() == 200) { "$after" }
     }
 
+    // scenario step 15 (and 16, 17 inside)
     step("chat: a reply streamed into the history, searched, and cancelled") {
         val pieces = (0 until 30).map { "piece$it caf\u00e9 " }
         val json = pieces.joinToString(",") { "\"$it\"" }
@@ -612,6 +627,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
                 older.messages.map { it.content } == listOf("hello from kotlin") && !older.hasMore,
         ) { "$older" }
 
+        // scenario step 16
         val hits = client.searchMessages(SearchQuery(text = "piece7"), null)
         expect(
             "search finds the reply with a highlighted snippet",
@@ -620,6 +636,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         val bad = thrown { listOf("\"quoted", "AND", "*", "(NEAR", "-x").forEach { client.searchMessages(SearchQuery(text = it), null) } }
         expect("operators in the user's text raise no error", bad == null) { "got $bad" }
 
+        // scenario step 17
         server.admin("chat-script", """{"repeat":["word ",2000],"delay_ms":5}""")
         val slow = RecordingChat()
         val job = launch { client.sendMessage(conv.id, "a long one", null, slow, null) }
@@ -638,6 +655,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         ) { "${last?.status} ${text.length}" }
     }
 
+    // scenario step 9
     step("logs never contain tokens") {
         val access = client.accessToken(null)
         val refresh = Regex(""""refresh_token"\s*:\s*"([^"]+)"""").find(store.map["session"] ?: "")?.groupValues?.get(1)
@@ -650,6 +668,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         ) { "refresh token found in the store: ${refresh != null}" }
     }
 
+    // scenario step 10
     step("sign out") {
         client.signOut()
         expect("authState() after signOut -> SignedOut", client.authState() == AuthState.SignedOut) { "${client.authState()}" }
@@ -661,6 +680,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         expect("accessToken() after sign-out -> TetherException.SignedOut", e2 is TetherException.SignedOut) { "got $e2" }
     }
 
+    // scenario step 11
     step("a failing TokenStore") {
         TetherClient(config, FailingTokenStore()).use { broken ->
             val e = thrown { broken.restoreSession() }
@@ -674,6 +694,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
 
     val media = MapTokenStore()
     val mediaClient = TetherClient(config.copy(dataDir = "$dataDir/media"), media)
+    // scenario step 12
     step("images (scenario 12)") {
         server.admin("quota-limit", """{"limit":50}""")
         mediaClient.restoreSession()
@@ -693,6 +714,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
         expect("...and no file left behind", left == listOf("a.png")) { "$left" }
     }
 
+    // scenario step 13
     step("jobs (scenario 13)") {
         val job = mediaClient.submitJob("transcribe", """{"url":"https://example.com/a.mp3","steps":3}""", null)
         expect("submitJob -> Queued with an id", job.status == JobStatus.QUEUED && job.id.startsWith("j_")) { "$job" }
@@ -716,6 +738,7 @@ private fun scenario(server: ContractServer, dataDir: String) {
     mediaClient.close()
 
 
+    // scenario step 14
     step("image upload: detect with progress, 413, 402") {
         client.signInAnonymously("device-jvm-upload", null)
         val (png, stripped) = pngWithText(120, 80)
@@ -777,7 +800,7 @@ private fun heldAuthListeners() = dev.tether.FfiConverterTypeAuthListener.handle
 private fun heldQuotaListeners() = dev.tether.FfiConverterTypeQuotaListener.handleMap.size
 private fun heldChatListeners() = dev.tether.FfiConverterTypeChatListener.handleMap.size
 
-/** scenario.md step 18: the Kotlin idioms in android/src/main/kotlin/dev/tether/Flows.kt. */
+/** scenario step 18: the Kotlin idioms in android/src/main/kotlin/dev/tether/Flows.kt. */
 private fun idioms(server: ContractServer, config: ClientConfig) {
     val client = TetherClient(config, MapTokenStore())
 
