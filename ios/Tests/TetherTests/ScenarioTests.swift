@@ -462,9 +462,13 @@ final class ScenarioTests: XCTestCase {
         XCTAssertEqual(secondState, .signedIn(userId: user.id, anonymous: true))
 
         // scenario step 6: a 503 with Retry-After: 0 is retried transparently.
-        try await server.admin("fault", #"{"path":"/api/v1/jobs","status":503,"retry_after":0}"#)
-        let retried = try await client.send(request: jobCall, cancel: nil)
-        XCTAssertEqual(retried.status, 202)
+        // A GET (not metered: a job here would use up the quota step 7 counts on).
+        try await server.admin("fault", #"{"path":"/api/v1/quota","status":503,"retry_after":0}"#)
+        let quotaCallsBefore = try await server.count("/api/v1/quota")
+        let retried = try await client.send(request: quotaCall, cancel: nil)
+        XCTAssertEqual(retried.status, 200)
+        let quotaCallsAfter = try await server.count("/api/v1/quota")
+        XCTAssertEqual(quotaCallsAfter - quotaCallsBefore, 2)
 
         // scenario step 7: quota used up -> PlanRequired("pro"), heard once by a Swift
         // QuotaListener; then fail-fast, the purchase, and the saved state on a new client.
