@@ -80,7 +80,8 @@ private fun line(figure: String, unit: String, value: Double, baseline: Double? 
     if (target != null) {
         val x = if (targetOnRatio) ratio ?: Double.NaN else value
         val ok = if (target.first == "<=") x <= target.second else x >= target.second
-        sb.append(" target=${target.first}${target.second} ok=$ok")
+        val t = target.second.let { if (it == Math.rint(it)) it.toLong().toString() else it.toString() }
+        sb.append(" target=${target.first}$t ok=$ok")
     }
     println(sb)
     System.out.flush()
