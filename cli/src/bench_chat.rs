@@ -74,6 +74,41 @@ fn line(figure: &str, unit: &str, value: f64, baseline: Option<f64>, target: Opt
     println!("{s}");
 }
 
+/// The lines of a store / raw / through-the-client comparison: `history/<name>` for the
+/// store on this thread against raw (target: ratio <= 1.1), and `history/<client name>`
+/// for the same through `TetherClient` against the same baseline (its own target, if any).
+fn three_way(
+    name: &str,
+    ours: Vec<f64>,
+    base: Vec<f64>,
+    hop: Vec<f64>,
+    client_target: Option<(&str, f64)>,
+) {
+    let (v, vmin, vmax) = median(ours);
+    let (b, bmin, bmax) = median(base);
+    let (h, hmin, hmax) = median(hop);
+    eprintln!(
+        "{name}: store min {vmin:.1} max {vmax:.1}; raw min {bmin:.1} max {bmax:.1}; \
+         client min {hmin:.1} max {hmax:.1}"
+    );
+    let unit = "us";
+    line(
+        &format!("history/{name}"),
+        unit,
+        v,
+        Some(b),
+        Some(("<=ratio", 1.1)),
+    );
+    let client = name.replace("_us", "_client_us");
+    line(
+        &format!("history/{client}"),
+        unit,
+        h,
+        Some(b),
+        client_target,
+    );
+}
+
 const WORDS: &[&str] = &[
     "the", "model", "reply", "stream", "phone", "history", "search", "token", "battery", "camera",
     "photo", "cat", "travel", "plan", "budget", "recipe", "weather", "music", "running", "garden",
@@ -191,21 +226,7 @@ async fn append_100k(url: &str, root: &Path) {
             hop[hop.len() - 1]
         );
     }
-    let (v, vmin, vmax) = median(ours);
-    let (b, bmin, bmax) = median(base);
-    let (h, hmin, hmax) = median(hop);
-    eprintln!(
-        "append_100k_us: store min {vmin:.1} max {vmax:.1}; raw min {bmin:.1} max {bmax:.1}; \
-         client min {hmin:.1} max {hmax:.1}"
-    );
-    line(
-        "history/append_100k_us",
-        "us",
-        v,
-        Some(b),
-        Some(("<=ratio", 1.1)),
-    );
-    line("history/append_100k_client_us", "us", h, Some(b), None);
+    three_way("append_100k_us", ours, base, hop, None);
 }
 
 /// The 1M database, built once (raw bulk inserts through the same triggers).
@@ -369,25 +390,11 @@ async fn at_1m(url: &str, root: &Path) {
             hop.push(c);
         }
     }
-    let (v, vmin, vmax) = median(ours);
-    let (b, bmin, bmax) = median(base);
-    let (h, hmin, hmax) = median(hop);
-    eprintln!(
-        "page_newest_50_at_1m_us: store min {vmin:.1} max {vmax:.1}; raw min {bmin:.1} max {bmax:.1}; \
-         client min {hmin:.1} max {hmax:.1}"
-    );
-    line(
-        "history/page_newest_50_at_1m_us",
-        "us",
-        v,
-        Some(b),
-        Some(("<=ratio", 1.1)),
-    );
-    line(
-        "history/page_newest_50_at_1m_client_us",
-        "us",
-        h,
-        Some(b),
+    three_way(
+        "page_newest_50_at_1m_us",
+        ours,
+        base,
+        hop,
         Some(("<=", 1000.0)),
     );
 
