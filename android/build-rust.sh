@@ -21,9 +21,11 @@ rustup target add aarch64-linux-android armv7-linux-androideabi x86_64-linux-and
 jni="$here/src/main/jniLibs"
 rm -rf "$jni"
 # (cargo-ndk's default API level, 21, is below the module's minSdk 24: the .so loads on every
-# device the module supports.)
+# device the module supports.) The same build as scripts/build-lib's: the cdylib alone (not
+# with the `lib` crate type, which keeps every pub item alive), release-small; the link
+# flags for Android (packed relocations, identical-code folding) are in .cargo/config.toml.
 cargo ndk -t arm64-v8a -t armeabi-v7a -t x86_64 -o "$jni" \
-  build -p tether --profile release-small
+  rustc -p tether --lib --profile release-small --crate-type cdylib
 
 # 2. The Kotlin bindings. Generated from the host's unstripped debug library (UniFFI reads
 #    the metadata embedded in it; the API and checksums are the same as the Android builds').

@@ -28,11 +28,12 @@ ios_targets=(aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios)
 mac_targets=(aarch64-apple-darwin x86_64-apple-darwin)
 targets=("${ios_targets[@]}"); [ $macos = 1 ] && targets+=("${mac_targets[@]}")
 
-# 1. The Rust core as a static library per target.
+# 1. The Rust core as a static library per target (scripts/build-lib: the staticlib alone,
+#    so LTO may drop what the app never reaches).
 rustup target add "${targets[@]}"
 for t in "${targets[@]}"; do
-  echo "== cargo build --target $t --profile $PROFILE" >&2
-  cargo build -p tether --lib --target "$t" --profile "$PROFILE"
+  echo "== scripts/build-lib staticlib --target $t" >&2
+  scripts/build-lib staticlib --target "$t" >/dev/null
 done
 lib() { echo "target/$1/$PROFILE/libtether.a"; }
 

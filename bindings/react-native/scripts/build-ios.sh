@@ -18,8 +18,12 @@ rustup target add aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios
 # React Native 0.88's minimum iOS version.
 export IPHONEOS_DEPLOYMENT_TARGET="${IPHONEOS_DEPLOYMENT_TARGET:-15.1}"
 
-# ubrn builds each target of ubrn.config.yaml with cargo, lipo's the simulator slices and
+# Each target of ubrn.config.yaml as scripts/build-lib builds it (the staticlib alone,
+# release-small); then ubrn, told not to run cargo itself, lipo's the simulator slices and
 # runs `xcodebuild -create-xcframework` into build/TetherRust.xcframework.
-(cd "$rn_here" && rn_ubrn build ios --config ubrn.config.yaml --profile release-small)
+for t in aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios; do
+  "$rn_crate/scripts/build-lib" staticlib --target "$t" >/dev/null
+done
+(cd "$rn_here" && rn_ubrn build ios --config ubrn.config.yaml --profile release-small --no-cargo)
 bash "$rn_here/scripts/generate.sh"
 ls -d "$rn_here"/build/TetherRust.xcframework/*/
