@@ -9,6 +9,9 @@
 //! | `plan` | `{"plan": "pro", "limit": N}` | every user's plan and limit from now on (a purchase) |
 //! | `fault` | `{"path", "status", "retry_after"}` or `{"path", "kind": "drop" \| "drop-after-handling" \| "delay" \| "reset-mid-body" \| "slow-upload", "ms"}` | queues a [`Fault`] |
 //! | `count` | `{"path"}` | `{"count": N}` requests seen on `path` |
+//! | `hold` | `{"path"}` | the next request to `path` is handled, then its response waits for `release` (see [`TestServer::hold`](crate::TestServer::hold)) |
+//! | `hold-state` | `{"path"}` | `{"handled": bool \| null}`: whether the newest `hold` on `path` has caught its request |
+//! | `release` | `{"path"}` | sends the responses the `hold`s on `path` keep back (a client gone away gets nothing) |
 //! | `upload-limit` | `{"bytes": N}` | the largest image `detect`/`vision` accept |
 //! | `uploads` | | `{"uploads": [{"route", "sha256", "len", "content_type", "fields"}]}` charged uploads |
 //! | `replay-window` | `{"ms": N}` | how long a retried refresh is replayed |
@@ -60,6 +63,12 @@ pub(crate) fn handle(state: &Mutex<Inner>, cmd: &str, body: &[u8]) -> Response<B
             let path = v["path"].as_str().unwrap_or("*").to_string();
             s.faults.push_back((path, fault_of(&v)));
         }
+        "hold" => s.admin_hold(v["path"].as_str().unwrap_or("*")),
+        "hold-state" => {
+            let handled = s.admin_hold_handled(v["path"].as_str().unwrap_or("*"));
+            return json_resp(200, &json!({ "handled": handled }));
+        }
+        "release" => s.admin_release(v["path"].as_str().unwrap_or("*")),
         "count" => {
             let path = v["path"].as_str().unwrap_or("");
             let n = s.log.iter().filter(|r| r.path == path).count();

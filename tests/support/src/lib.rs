@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) chats: routes::chat::Chats,
     pub(crate) faults: VecDeque<(String, Fault)>,
     holds: VecDeque<(String, Arc<HoldShared>)>,
+    /// Holds made through the admin API (`hold`), kept until its `release`.
+    admin_holds: Vec<(String, Arc<HoldShared>)>,
     pub(crate) log: Vec<Recorded>,
     /// Every upload handled (charged), in order.
     pub(crate) uploads: Vec<routes::upload::Upload>,
@@ -136,6 +138,7 @@ impl TestServer {
             chats: routes::chat::Chats::default(),
             faults: VecDeque::new(),
             holds: VecDeque::new(),
+            admin_holds: Vec::new(),
             log: Vec::new(),
             uploads: Vec::new(),
             upload_limit: routes::upload::DEFAULT_LIMIT,
@@ -187,10 +190,7 @@ impl TestServer {
     /// catch its requests in the order they were made. A queued fault still applies; the
     /// hold then delays its outcome (a response, or a closed connection).
     pub fn hold(&self, path: &str) -> Hold {
-        let shared = Arc::new(HoldShared {
-            handled: watch::Sender::new(false),
-            released: watch::Sender::new(false),
-        });
+        let shared = HoldShared::new();
         self.with(|s| s.holds.push_back((path.to_string(), shared.clone())));
         Hold { shared }
     }
@@ -323,6 +323,13 @@ struct HoldShared {
 }
 
 impl HoldShared {
+    fn new() -> Arc<Self> {
+        Arc::new(HoldShared {
+            handled: watch::Sender::new(false),
+            released: watch::Sender::new(false),
+        })
+    }
+
     fn is_released(&self) -> bool {
         *self.released.borrow()
     }
@@ -363,6 +370,34 @@ impl std::fmt::Debug for Hold {
             .field("handled", &*self.shared.handled.borrow())
             .field("released", &self.shared.is_released())
             .finish()
+    }
+}
+
+impl Inner {
+    /// Admin `hold`: like [`TestServer::hold`], released by [`Inner::admin_release`].
+    pub(crate) fn admin_hold(&mut self, path: &str) {
+        let shared = HoldShared::new();
+        self.holds.push_back((path.to_string(), shared.clone()));
+        self.admin_holds.push((path.to_string(), shared));
+    }
+
+    /// Admin `hold-state`: whether the newest admin hold on `path` caught its request
+    /// (handled, response waiting); `None` without one.
+    pub(crate) fn admin_hold_handled(&self, path: &str) -> Option<bool> {
+        let (_, h) = self.admin_holds.iter().rev().find(|(p, _)| p == path)?;
+        let handled = *h.handled.borrow();
+        Some(handled)
+    }
+
+    /// Admin `release`: sends every response the admin holds on `path` keep back.
+    pub(crate) fn admin_release(&mut self, path: &str) {
+        self.admin_holds.retain(|(p, h)| {
+            let keep = p != path;
+            if !keep {
+                h.released.send_replace(true);
+            }
+            keep
+        });
     }
 }
 

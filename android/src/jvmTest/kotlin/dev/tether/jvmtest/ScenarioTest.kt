@@ -177,7 +177,6 @@ private suspend fun eventually(ms: Long = 5000, cond: () -> Boolean): Boolean {
     return cond()
 }
 
-private fun elapsedMs(start: Long) = (System.nanoTime() - start) / 1_000_000
 
 // ---------------------------------------------------------------------------------------
 // Kotlin implementations of the foreign traits
@@ -348,6 +347,10 @@ class ContractServer(binary: String) : AutoCloseable {
         check(resp.statusCode() == 200) { "admin $command -> ${resp.statusCode()} ${resp.body()}" }
         return resp.body()
     }
+
+    /** Whether the newest admin `hold` on [path] has caught its request. */
+    fun holdHandled(path: String): Boolean =
+        Regex(""""handled"\s*:\s*true""").containsMatchIn(admin("hold-state", """{"path":"$path"}"""))
 
     fun count(path: String): Int {
         val body = admin("count", """{"path":"$path"}""")
@@ -583,16 +586,16 @@ private fun scenario(server: ContractServer, dataDir: String) {
 
     // scenario step 8 (and, below, coroutine cancellation)
     step("CancelHandle cancels a held call") {
-        server.admin("fault", """{"path":"/api/v1/quota","kind":"delay","ms":2000}""")
+        // The server handles the request, then holds its response until `release`: the call
+        // can only end before that by its cancellation (no clock involved).
+        server.admin("hold", """{"path":"/api/v1/quota"}""")
         val handle = CancelHandle()
-        val start = System.nanoTime()
         val call = async { thrown { client.send(quotaCall, handle) } }
-        delay(200)
+        expect("the call reached the server, which holds its answer", eventually { server.holdHandled("/api/v1/quota") })
         handle.cancel()
         val e = call.await()
-        val ms = elapsedMs(start)
-        expect("cancelled call -> TetherException.Cancelled", e is TetherException.Cancelled) { "got $e" }
-        expect("it ended promptly, not after the server's 2 s", ms < 1500) { "${ms} ms" }
+        expect("cancelled call -> TetherException.Cancelled, while the server still held the answer", e is TetherException.Cancelled) { "got $e" }
+        server.admin("release", """{"path":"/api/v1/quota"}""")
         expect("handle.isCancelled()", handle.isCancelled())
         val e2 = thrown { client.send(quotaCall, handle) }
         expect("an already-cancelled handle cancels the next call too", e2 is TetherException.Cancelled) { "got $e2" }
@@ -600,11 +603,12 @@ private fun scenario(server: ContractServer, dataDir: String) {
     }
 
     step("coroutine cancellation reaches the call") {
-        server.admin("fault", """{"path":"/api/v1/quota","kind":"delay","ms":3000}""")
-        val start = System.nanoTime()
-        val r = withTimeoutOrNull(300) { client.send(quotaCall, null) }
-        val ms = elapsedMs(start)
-        expect("withTimeoutOrNull(300) around a 3 s call -> null, promptly", r == null && ms < 1500) { "r=$r after $ms ms" }
+        server.admin("hold", """{"path":"/api/v1/quota"}""")
+        val r = withTimeoutOrNull(1000) { client.send(quotaCall, null) }
+        // withTimeoutOrNull would have waited for a call that ignored cancellation, and that
+        // call could only end after `release` below.
+        expect("withTimeoutOrNull(1000) around a call the server holds -> null", r == null) { "r=$r" }
+        server.admin("release", """{"path":"/api/v1/quota"}""")
         val after = client.send(quotaCall, null)
         expect("the client still works afterwards", after.status.toInt() == 200) { "$after" }
     }
