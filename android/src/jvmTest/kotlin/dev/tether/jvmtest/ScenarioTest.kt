@@ -22,9 +22,10 @@
  *      (fail-fast); the plan is raised on the server (a purchase) -> refreshQuota() lifts
  *      the paywall and a job succeeds; a new client on the same data dir starts from the
  *      saved state (source CACHED, plan "pro")
- *   9. a CancelHandle cancels a call the server holds for 2 s -> TetherException.Cancelled,
- *      quickly; cancelling the coroutine (withTimeoutOrNull) around a held call also
- *      returns quickly, and the client still works afterwards
+ *   9. a CancelHandle cancels a call whose answer the server holds back ->
+ *      TetherException.Cancelled before the answer is released; cancelling the coroutine
+ *      (withTimeoutOrNull) around a held call also returns null, and the client still
+ *      works afterwards
  *  9b. chat (tests/scenario.md steps 15-17): a reply streamed through a Kotlin ChatListener
  *      into the history and paged back; a search with a highlighted snippet and
  *      operators in the user's text; cancelling the coroutine of a long reply leaves it
