@@ -160,6 +160,13 @@ final class ContractServer {
         return data
     }
 
+    /// Whether the newest admin `hold` on `path` has caught its request.
+    func holdHandled(_ path: String) async throws -> Bool {
+        let data = try await admin("hold-state", #"{"path":"\#(path)"}"#)
+        let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        return object?["handled"] as? Bool ?? false
+    }
+
     func count(_ path: String) async throws -> Int {
         let data = try await admin("count", #"{"path":"\#(path)"}"#)
         let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
@@ -486,34 +493,43 @@ final class ScenarioTests: XCTestCase {
         }
         try await server.admin("quota-limit", #"{"limit":50}"#)
 
-        // scenario step 8: a CancelHandle ends a call the server holds for 2 s, promptly.
-        try await server.admin("fault", #"{"path":"/api/v1/quota","kind":"delay","ms":2000}"#)
+        // scenario step 8: a CancelHandle ends a call whose answer the server holds back
+        // until `release`: the call can only end before that by its cancellation.
+        try await server.admin("hold", #"{"path":"/api/v1/quota"}"#)
         let handle = CancelHandle()
-        var start = Date()
         let held = Task { try await client.send(request: quotaCall, cancel: handle) }
-        try await Task.sleep(nanoseconds: 200_000_000)
+        var reached = false
+        for _ in 0..<500 where !reached {
+            reached = try await server.holdHandled("/api/v1/quota")
+            if !reached { try await Task.sleep(nanoseconds: 10_000_000) }
+        }
+        XCTAssertTrue(reached, "the call never reached the server")
         handle.cancel()
         let heldResult = await held.result
         if case .failure(let error) = heldResult, case .Cancelled? = error as? TetherError {
         } else {
             XCTFail("CancelHandle: expected .Cancelled, got \(heldResult)")
         }
-        XCTAssertLessThan(Date().timeIntervalSince(start), 1.5)
+        try await server.admin("release", #"{"path":"/api/v1/quota"}"#)
         XCTAssertTrue(handle.isCancelled())
 
         // Task cancellation: `Task.cancel()` alone would not reach Rust (see the top of the
         // file); withCancelHandle bridges it to a CancelHandle. The client works afterwards.
-        try await server.admin("fault", #"{"path":"/api/v1/quota","kind":"delay","ms":3000}"#)
-        start = Date()
+        try await server.admin("hold", #"{"path":"/api/v1/quota"}"#)
         let task = Task { try await withCancelHandle { try await client.send(request: quotaCall, cancel: $0) } }
-        try await Task.sleep(nanoseconds: 200_000_000)
+        reached = false
+        for _ in 0..<500 where !reached {
+            reached = try await server.holdHandled("/api/v1/quota")
+            if !reached { try await Task.sleep(nanoseconds: 10_000_000) }
+        }
+        XCTAssertTrue(reached, "the call never reached the server")
         task.cancel()
         let taskResult = await task.result
         if case .failure(let error) = taskResult, case .Cancelled? = error as? TetherError {
         } else {
             XCTFail("Task cancellation: expected .Cancelled, got \(taskResult)")
         }
-        XCTAssertLessThan(Date().timeIntervalSince(start), 1.5)
+        try await server.admin("release", #"{"path":"/api/v1/quota"}"#)
         let after = try await client.send(request: quotaCall, cancel: nil)
         XCTAssertEqual(after.status, 200)
 
