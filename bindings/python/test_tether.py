@@ -203,17 +203,22 @@ async def scenario(url, data_dir):
     check("a new client starts from the saved quota state (CACHED, pro)", await wait_until(restored))
     admin(url, "plan", {"plan": "free", "limit": 50})
 
-    # scenario step 8
+    # scenario step 8: the server handles the call, then holds its answer until `release`,
+    # so the call can only end before that by its cancellation (no clock involved).
     cancel = tether.CancelHandle()
-    admin(url, "fault", {"path": "/api/v1/quota", "kind": "delay", "ms": 5000})
+    admin(url, "hold", {"path": "/api/v1/quota"})
     task = asyncio.ensure_future(client.send(quota(), cancel))
-    await asyncio.sleep(0.1)
+    check("the call reached the server, which holds its answer",
+          await wait_until(lambda: admin(url, "hold-state", {"path": "/api/v1/quota"})["handled"] is True))
     cancel.cancel()
     try:
-        await task
-        check("CancelHandle cancels a call", False)
+        await asyncio.wait_for(task, 30)
+        check("CancelHandle cancels a held call", False)
     except tether.TetherError.Cancelled:
-        check("CancelHandle cancels a call", True)
+        check("CancelHandle cancels a held call", True)
+    except asyncio.TimeoutError:
+        check("CancelHandle cancels a held call", False, "the call was still waiting for the held answer")
+    admin(url, "release", {"path": "/api/v1/quota"})
 
     await chat_steps(url, client)
 
