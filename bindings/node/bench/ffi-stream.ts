@@ -10,12 +10,11 @@
  *
  *   npx tsx bench/ffi-stream.ts <tether binary>
  */
-import { spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 
+import { ContractServer } from "../test/contract-server.ts";
 import {
   ClientConfig,
   TetherClient,
@@ -54,24 +53,9 @@ class Counting implements ChatListener {
 async function main(): Promise<void> {
   const binary = process.argv[2];
   if (!binary) throw new Error("usage: ffi-stream.ts <tether binary>");
-  const proc = spawn(binary, ["serve"], { stdio: ["pipe", "pipe", "inherit"] });
-  const lines = createInterface({ input: proc.stdout });
-  const first = await new Promise<string>((resolve, reject) => {
-    lines.once("line", resolve);
-    proc.once("exit", (code) => reject(new Error(`tether serve exited (${code})`)));
-  });
-  lines.close();
-  proc.stdout.resume();
-  const url = /^listening (http:\/\/\S+)$/.exec(first.trim())?.[1];
-  if (!url) throw new Error(`unexpected first line from tether serve: ${first}`);
-  const admin = async (command: string, body: object) => {
-    const r = await fetch(`${url}/__admin/${command}`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    if (r.status !== 200) throw new Error(`admin ${command} -> ${r.status}`);
-  };
+  const server = await ContractServer.start(binary);
+  const url = server.url;
+  const admin = (command: string, body: object) => server.admin(command, body);
 
   await admin("quota-limit", { limit: 1_000_000 });
   const dataDir = mkdtempSync(join(tmpdir(), "tether-ffi-ts-"));
@@ -91,7 +75,7 @@ async function main(): Promise<void> {
     if (round > 0) crossings.push(l.deltas);
   }
   client.uniffiDestroy();
-  proc.stdin.end();
+  await server.close();
   const median = [...crossings].sort((a, b) => a - b)[Math.floor(crossings.length / 2)]!;
   console.log(`bench ffi/ts_stream_10k_crossings value=${median} unit=count target=<=330 ok=${median <= 330}`);
 }

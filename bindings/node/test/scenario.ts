@@ -30,13 +30,12 @@
  */
 // First: a fix to the ubrn runtime that passing a TypeScript UploadProgress needs.
 import "../src/ubrn-fixes.ts";
-import { spawn, type ChildProcessByStdio } from "node:child_process";
+import { ContractServer } from "./contract-server.ts";
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
-import { createInterface } from "node:readline";
-import type { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { deflateSync } from "node:zlib";
 
@@ -299,57 +298,6 @@ function pngWithText(w: number, h: number): [Buffer, Buffer] {
 
 type UploadSeen = { sha256: string; content_type: string };
 
-// ---------------------------------------------------------------------------------------
-// The contract server (`tether serve`) and its admin endpoints
-
-class ContractServer {
-  private constructor(
-    private readonly proc: ChildProcessByStdio<Writable, Readable, null>,
-    readonly url: string,
-  ) {}
-
-  static async start(binary: string): Promise<ContractServer> {
-    const proc = spawn(binary, ["serve"], { stdio: ["pipe", "pipe", "inherit"] });
-    const lines = createInterface({ input: proc.stdout });
-    const first = await new Promise<string>((resolveLine, reject) => {
-      lines.once("line", resolveLine);
-      proc.once("error", reject);
-      proc.once("exit", (code) => reject(new Error(`tether serve exited (${code}) without printing its address`)));
-    });
-    lines.close();
-    proc.stdout.resume(); // keep draining anything else it prints
-    const m = /^listening (http:\/\/\S+)$/.exec(first.trim());
-    if (!m) throw new Error(`unexpected first line from tether serve: ${first}`);
-    return new ContractServer(proc, m[1]!);
-  }
-
-  async admin(command: string, body: object = {}): Promise<Record<string, unknown>> {
-    const resp = await fetch(`${this.url}/__admin/${command}`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    const text = await resp.text();
-    if (resp.status !== 200) throw new Error(`admin ${command} -> ${resp.status} ${text}`);
-    return JSON.parse(text) as Record<string, unknown>;
-  }
-
-  async count(path: string): Promise<number> {
-    const r = await this.admin("count", { path });
-    if (typeof r.count !== "number") throw new Error(`no count in ${JSON.stringify(r)}`);
-    return r.count;
-  }
-
-  /** Closing stdin makes the server exit. */
-  async close(): Promise<void> {
-    if (this.proc.exitCode !== null) return;
-    const exited = new Promise<void>((r) => this.proc.once("exit", () => r()));
-    this.proc.stdin.end();
-    const t = setTimeout(() => this.proc.kill("SIGKILL"), 3000);
-    await exited;
-    clearTimeout(t);
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 

@@ -15,14 +15,12 @@
  */
 // First, as in the app: the runtime fix (a TypeScript UploadProgress inside an Option).
 import "../src/runtime-fixes.ts";
+import { ContractServer } from "../../node/test/contract-server.ts";
 
-import { spawn, type ChildProcessByStdio } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import type { Readable, Writable } from "node:stream";
 import { deflateSync } from "node:zlib";
 
 import { createElement } from "react";
@@ -104,44 +102,6 @@ class MapTokenStore implements TokenStore {
   }
 }
 
-class ContractServer {
-  private constructor(
-    private readonly proc: ChildProcessByStdio<Writable, Readable, null>,
-    readonly url: string,
-  ) {}
-  static async start(binary: string): Promise<ContractServer> {
-    const proc = spawn(binary, ["serve"], { stdio: ["pipe", "pipe", "inherit"] });
-    const lines = createInterface({ input: proc.stdout });
-    const first = await new Promise<string>((resolve, reject) => {
-      lines.once("line", resolve);
-      proc.once("error", reject);
-      proc.once("exit", (code) => reject(new Error(`tether serve exited (${code})`)));
-    });
-    lines.close();
-    proc.stdout.resume();
-    const m = /^listening (http:\/\/\S+)$/.exec(first.trim());
-    if (!m) throw new Error(`unexpected first line from tether serve: ${first}`);
-    return new ContractServer(proc, m[1]!);
-  }
-  async admin(command: string, body: object = {}): Promise<Record<string, unknown>> {
-    const resp = await fetch(`${this.url}/__admin/${command}`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    const text = await resp.text();
-    if (resp.status !== 200) throw new Error(`admin ${command} -> ${resp.status} ${text}`);
-    return JSON.parse(text) as Record<string, unknown>;
-  }
-  async close(): Promise<void> {
-    if (this.proc.exitCode !== null) return;
-    const exited = new Promise<void>((r) => this.proc.once("exit", () => r()));
-    this.proc.stdin.end();
-    const t = setTimeout(() => this.proc.kill("SIGKILL"), 3000);
-    await exited;
-    clearTimeout(t);
-  }
-}
 
 /** A PNG of random pixels (incompressible, so the upload has a body worth watching). */
 function randomPng(w: number, h: number): Buffer {
