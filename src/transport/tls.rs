@@ -283,7 +283,7 @@ mod tests {
     ) {
         let pki = pki(ca_alg, leaf_alg);
         let (port, mut seen) = server(&pki, &[&rustls::version::TLS13]).await;
-        let status = get(&transport(port, &[pki.ca.clone()])).await;
+        let status = get(&transport(port, std::slice::from_ref(&pki.ca))).await;
         assert_eq!(status.unwrap(), 200);
         let (version, alpn) = seen.recv().await.unwrap().unwrap();
         assert_eq!(version, ProtocolVersion::TLSv1_3);
@@ -323,7 +323,9 @@ mod tests {
             Some(&rcgen::PKCS_ED25519),
         );
         let (port, _seen) = server(&pki, &[&rustls::version::TLS13]).await;
-        let err = get(&transport(port, &[pki.ca.clone()])).await.unwrap_err();
+        let err = get(&transport(port, std::slice::from_ref(&pki.ca)))
+            .await
+            .unwrap_err();
         match &err {
             Error::Network {
                 kind: NetworkFailure::Connect,
@@ -340,7 +342,9 @@ mod tests {
             Some(&rcgen::PKCS_ECDSA_P256_SHA256),
         );
         let (port, mut seen) = server(&pki, &[&rustls::version::TLS12]).await;
-        let err = get(&transport(port, &[pki.ca.clone()])).await.unwrap_err();
+        let err = get(&transport(port, std::slice::from_ref(&pki.ca)))
+            .await
+            .unwrap_err();
         match &err {
             Error::Network {
                 kind: NetworkFailure::Connect,
@@ -370,7 +374,9 @@ mod tests {
             ..rustls::crypto::ring::default_provider()
         };
         let (port, _seen) = server_with(&pki, &[&rustls::version::TLS13], provider).await;
-        let err = get(&transport(port, &[pki.ca.clone()])).await.unwrap_err();
+        let err = get(&transport(port, std::slice::from_ref(&pki.ca)))
+            .await
+            .unwrap_err();
         match &err {
             Error::Network {
                 kind: NetworkFailure::Connect,
