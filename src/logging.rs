@@ -22,8 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
-use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing::{span, Event, Level, Metadata, Subscriber};
 
 use crate::subscription::call_foreign;
 
@@ -200,7 +199,11 @@ impl Bridge {
     }
 }
 
-impl<S: Subscriber> Layer<S> for Bridge {
+/// The whole subscriber, not a layer on `tracing-subscriber`'s registry: records carry
+/// the event's own fields only, so span bookkeeping bought nothing (and cost bytes: the
+/// figure is in Cargo.toml). Tether opens no spans; any that are enabled get one shared
+/// id and are otherwise ignored.
+impl Subscriber for Bridge {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
         // `sometimes`, not `always`/`never` by level: the interest is cached per call site
         // across every client's dispatch, and clients may have different levels.
@@ -211,11 +214,23 @@ impl<S: Subscriber> Layer<S> for Bridge {
         }
     }
 
-    fn enabled(&self, meta: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
         self.wants(meta)
     }
 
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+    fn new_span(&self, _span: &span::Attributes<'_>) -> span::Id {
+        span::Id::from_u64(1)
+    }
+
+    fn record(&self, _span: &span::Id, _values: &span::Record<'_>) {}
+
+    fn record_follows_from(&self, _span: &span::Id, _follows: &span::Id) {}
+
+    fn enter(&self, _span: &span::Id) {}
+
+    fn exit(&self, _span: &span::Id) {}
+
+    fn event(&self, event: &Event<'_>) {
         let meta = event.metadata();
         if !self.wants(meta) {
             return;
@@ -313,10 +328,10 @@ pub(crate) fn dispatch(logger: Option<Arc<dyn Logger>>, min_level: LogLevel) -> 
         return none();
     }
     LogDispatch {
-        dispatch: tracing::Dispatch::new(tracing_subscriber::registry().with(Bridge {
+        dispatch: tracing::Dispatch::new(Bridge {
             queue: queue.clone(),
             min_level,
-        })),
+        }),
         queue: Some(queue),
     }
 }

@@ -8,6 +8,7 @@
 
 mod body;
 mod clock;
+mod tls;
 
 use std::time::Duration;
 
@@ -101,6 +102,15 @@ pub struct Transport {
 
 impl Transport {
     pub fn new(config: &ClientConfig) -> Result<Self> {
+        Self::with_roots(config, &[])
+    }
+
+    /// Like `new`, also trusting `extra_roots` (the loopback TLS tests' own CA; no app
+    /// build passes any).
+    pub(crate) fn with_roots(
+        config: &ClientConfig,
+        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<Self> {
         let base = config.validate()?;
         let api_root = Url::parse(&format!("{}/api/v1/", base.as_str().trim_end_matches('/')))
             .map_err(|e| Error::Config(format!("base_url: {e}")))?;
@@ -123,6 +133,7 @@ impl Transport {
             // not name; the contract never redirects.
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
+            .use_preconfigured_tls(tls::client_config(extra_roots)?)
             .build()
             .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
         Ok(Transport {
@@ -307,7 +318,7 @@ fn classify(e: &reqwest::Error) -> Error {
         }
         return Error::Network {
             kind: NetworkFailure::Connect,
-            message,
+            message: with_root_cause(e, message),
         };
     }
     if e.is_timeout() {
@@ -323,6 +334,21 @@ fn classify(e: &reqwest::Error) -> Error {
         kind: NetworkFailure::Interrupted,
         message,
     }
+}
+
+/// reqwest's message for a failed connection names only the URL; the innermost cause
+/// says why (refused, DNS, or a TLS failure such as a server without TLS 1.3).
+fn with_root_cause(e: &reqwest::Error, mut message: String) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let cause = cause.to_string();
+    if !message.contains(&cause) {
+        message.push_str(": ");
+        message.push_str(&cause);
+    }
+    message
 }
 
 fn saturate(n: u64) -> u32 {
