@@ -283,10 +283,11 @@ mod tests {
             w.iter_mut().for_each(|(_, k)| *k /= sum);
             w
         };
+        let across: Vec<_> = (0..dw).map(|x| weights(sw, dw, x)).collect();
         let mut mid = vec![0f64; dw * sh * c];
         for y in 0..sh {
-            for x in 0..dw {
-                for (i, k) in weights(sw, dw, x) {
+            for (x, w) in across.iter().enumerate() {
+                for &(i, k) in w {
                     for ch in 0..c {
                         mid[(y * dw + x) * c + ch] += k * src[(y * sw + i) * c + ch] as f64;
                     }
