@@ -325,6 +325,31 @@ mod tests {
     }
 
     #[test]
+    fn every_window_is_inside_the_source_and_sums_to_exactly_one() {
+        for (src, dst) in [
+            (4000, 1024),
+            (2000, 1024),
+            (1500, 768),
+            (7, 3),
+            (1, 1),
+            (3, 11),
+            (9, 1),
+        ] {
+            let taps = Taps::new(src, dst);
+            assert_eq!(taps.starts.len(), dst);
+            for o in 0..dst {
+                let (start, w) = taps.of(o);
+                assert!(
+                    !w.is_empty() && start + w.len() <= src,
+                    "{src} -> {dst}, output {o}"
+                );
+                let sum: i32 = w.iter().map(|&k| k as i32).sum();
+                assert_eq!(sum, ONE, "{src} -> {dst}, output {o}");
+            }
+        }
+    }
+
+    #[test]
     fn a_flat_image_stays_exactly_flat() {
         let colour = [17u8, 200, 255, 0];
         for c in 1..=4 {
