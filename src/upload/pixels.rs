@@ -1,14 +1,11 @@
 //! The re-encode path: decode (a JPEG at 1/2, 1/4 or 1/8 scale while decoding, the
 //! trick that makes libjpeg-turbo and vips fast), downscale with Lanczos3
-//! (`fast_image_resize`), turn upright by the EXIF orientation, encode as JPEG with the
+//! (our own, `resample.rs`), turn upright by the EXIF orientation, encode as JPEG with the
 //! ICC profile carried over (`jpeg-encoder`). Alpha is flattened onto white: JPEG has none.
 
 use std::io::Cursor;
 
-use fast_image_resize::images::TypedImage;
-use fast_image_resize::pixels::U8x3;
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
-
+use super::resample;
 use super::sniff::Kind;
 use crate::error::{Error, Result};
 
@@ -124,50 +121,18 @@ fn flatten(width: u32, height: u32, buf: Vec<u8>, colour: u8, alpha: bool) -> Pi
     }
 }
 
-/// Resamples to exactly `(w, h)` with Lanczos3.
-pub(crate) fn resize(mut p: Pixels, w: u32, h: u32) -> Result<Pixels> {
+/// Resamples to exactly `(w, h)` with Lanczos3, grey or RGB as it came.
+pub(crate) fn resize(p: Pixels, w: u32, h: u32) -> Result<Pixels> {
     if (p.width, p.height) == (w, h) {
         return Ok(p);
     }
-    // One pixel layout, RGB, through the typed entry point: the untyped
-    // `Resizer::resize` matches on all 13 pixel types at run time and links every type's
-    // SIMD kernels (2.2 MB of the stripped library), and even one more layout costs
-    // ~200 KB (its kernels for 30 fixed-point precisions, SSE4.1 and AVX2; see
-    // scripts/size-breakdown). Greyscale photos are rare: one is widened to RGB for the
-    // resize and narrowed back after. The filter works per channel, so the three stay equal.
-    let grey = p.channels == 1;
-    if grey {
-        p.data = p.data.iter().flat_map(|&v| [v, v, v]).collect();
-    }
-    let mut data = vec![0u8; w as usize * h as usize * 3];
-    lanczos3_rgb(&mut p, &mut data, w, h)?;
-    if grey {
-        data = data.chunks_exact(3).map(|px| px[0]).collect();
-    }
+    let data = resample::lanczos3(&p.data, (p.width, p.height), p.channels, (w, h))?;
     Ok(Pixels {
         width: w,
         height: h,
         channels: p.channels,
         data,
     })
-}
-
-/// Lanczos3 from `p` (RGB) into `out` (`w * h` RGB pixels).
-fn lanczos3_rgb(p: &mut Pixels, out: &mut [u8], w: u32, h: u32) -> Result<()> {
-    let bad = |e: &dyn std::fmt::Display| Error::InvalidInput(format!("resize: {e}"));
-    // The source as the same view type as the resizer's intermediate image (a mutable
-    // `TypedImage`, though it is only read), so each convolution kernel is instantiated
-    // for one view type, not two.
-    let src =
-        TypedImage::<U8x3>::from_buffer(p.width, p.height, &mut p.data).map_err(|e| bad(&e))?;
-    let mut dst = TypedImage::<U8x3>::from_buffer(w, h, out).map_err(|e| bad(&e))?;
-    Resizer::new()
-        .resize_typed(
-            &src,
-            &mut dst,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3)),
-        )
-        .map_err(|e| bad(&e))
 }
 
 /// Applies an EXIF orientation (1-8) so the pixels are stored upright.
