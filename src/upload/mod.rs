@@ -7,7 +7,6 @@
 //!   JPEG; written to a temporary file in `data_dir` that is removed however the call ends.
 //! - `strip.rs`: lossless metadata removal for JPEG, PNG and WebP (ICC kept).
 //! - `pixels.rs`: decode (DCT-scaled for JPEG), orientation, resize, JPEG encode.
-//! - `resample.rs`: the Lanczos3 resampler `pixels.rs` resizes with.
 //! - `progress.rs`: turns the body stream's byte counts into throttled, per-attempt
 //!   `UploadProgress` calls made from the caller's own task.
 //!
@@ -17,7 +16,6 @@
 mod pixels;
 mod prepare;
 mod progress;
-mod resample;
 mod sniff;
 mod strip;
 

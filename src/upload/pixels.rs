@@ -1,11 +1,10 @@
 //! The re-encode path: decode (a JPEG at 1/2, 1/4 or 1/8 scale while decoding, the
 //! trick that makes libjpeg-turbo and vips fast), downscale with Lanczos3
-//! (our own, `resample.rs`), turn upright by the EXIF orientation, encode as JPEG with the
+//! (our own, `crates/resample`), turn upright by the EXIF orientation, encode as JPEG with the
 //! ICC profile carried over (`jpeg-encoder`). Alpha is flattened onto white: JPEG has none.
 
 use std::io::Cursor;
 
-use super::resample;
 use super::sniff::Kind;
 use crate::error::{Error, Result};
 
@@ -126,7 +125,8 @@ pub(crate) fn resize(p: Pixels, w: u32, h: u32) -> Result<Pixels> {
     if (p.width, p.height) == (w, h) {
         return Ok(p);
     }
-    let data = resample::lanczos3(&p.data, (p.width, p.height), p.channels, (w, h))?;
+    let data = tether_resample::lanczos3(&p.data, (p.width, p.height), p.channels, (w, h))
+        .map_err(|e| Error::InvalidInput(e.to_string()))?;
     Ok(Pixels {
         width: w,
         height: h,

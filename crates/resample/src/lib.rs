@@ -1,12 +1,14 @@
 //! Tether's own Lanczos3 resampler: 8-bit pixels of 1 to 4 interleaved channels, any size
-//! to any size (the upload path only shrinks a DCT-scaled decoded photo). It exists instead
-//! of the `fast_image_resize` crate for size: that crate's SIMD kernels for many fixed-point
-//! precisions, SSE4.1 and AVX2 were ~267 KB of the stripped library; this is ~4 KB. The
-//! price is speed where nothing vectorises: at opt-level 3 (`scripts/bench upload`) the
-//! loops vectorise and `image/downscale_12mp` stays well within its target, but the
-//! shipping profile's opt-level "z" turns LLVM's vectorisers off, and there a 2000x1500 ->
-//! 1024x768 resize takes ~110-150 ms against the crate's hand-written SIMD (measured on the
-//! 2-core dev machine; see the note above the passes).
+//! to any size (the upload path, `src/upload/pixels.rs`, only shrinks a DCT-scaled decoded
+//! photo). It exists instead of the `fast_image_resize` crate for size: that crate's SIMD
+//! kernels for many fixed-point precisions, SSE4.1 and AVX2 were ~267 KB of the stripped
+//! library; this is a few KB.
+//!
+//! Why a crate of its own: speed in the shipping build. Its loops are written for LLVM's
+//! vectorisers, which opt-level "z" (the `release-small` profile) turns off: there a
+//! 2000x1500 -> 1024x768 resize took ~110-150 ms, against ~35-60 ms at opt-level 3. As a
+//! separate crate it gets `opt-level = 3` inside the size-optimised build (Cargo.toml's
+//! `[profile.release-small.package.tether-resample]`), for a few KB more.
 //!
 //! How: separable, one pass per axis through one intermediate buffer. The kernel's support
 //! is widened by the shrink factor, so a downscale averages every source pixel it covers
@@ -14,7 +16,21 @@
 //! once, normalised to sum exactly `1 << BITS` in fixed point, so a flat area stays exactly
 //! flat and the inner loops are integer multiply-adds.
 
-use crate::error::{Error, Result};
+use std::fmt;
+
+/// Why a resize was refused (the pixels or sizes it was given do not describe an image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(&'static str);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "resize: {}", self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+type Result<T> = std::result::Result<T, Error>;
 
 /// Fractional bits of the fixed-point weights. A weight of a normalised Lanczos3 window
 /// stays well inside (-2, 2), which fits `i16` with 14 bits; `i16` weights keep the
@@ -23,12 +39,12 @@ const BITS: u32 = 14;
 const ONE: i32 = 1 << BITS;
 const HALF: i32 = 1 << (BITS - 1);
 
-fn invalid(what: &str) -> Error {
-    Error::InvalidInput(format!("resize: {what}"))
+fn invalid(what: &'static str) -> Error {
+    Error(what)
 }
 
 /// Resamples `src` (`sw` x `sh` pixels of `channels` bytes, rows packed) to `dw` x `dh`.
-pub(crate) fn lanczos3(
+pub fn lanczos3(
     src: &[u8],
     (sw, sh): (u32, u32),
     channels: u8,
@@ -526,10 +542,7 @@ mod tests {
             (&[1, 2][..], (1, 1), 1, (2, 2)),
             (&[1][..], (u32::MAX, u32::MAX), 4, (1, 1)),
         ] {
-            assert!(matches!(
-                lanczos3(src, from, c, to),
-                Err(Error::InvalidInput(_))
-            ));
+            assert!(matches!(lanczos3(src, from, c, to), Err(Error(_))));
         }
     }
 
