@@ -37,6 +37,22 @@ fn client_for(tenant: &str, store: Arc<SharedStore>, dir: &tempfile::TempDir) ->
     TetherClient::new(cfg, store).unwrap()
 }
 
+/// A plain reqwest client for calls outside Tether (plain http on loopback). reqwest wants a
+/// TLS config even so, and the library builds it without a default crypto provider (it
+/// hands reqwest its own config, src/transport/tls.rs): give this one ring's.
+fn http() -> reqwest::Client {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap()
+}
+
 /// A request straight to the Worker, outside the client: (status, body).
 async fn raw(
     method: reqwest::Method,
@@ -45,7 +61,7 @@ async fn raw(
     bearer: Option<&str>,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = http()
         .request(method, format!("{}/api/v1/{path}", url()))
         .header("X-Client-ID", tenant)
         .header("User-Agent", "tether-e2e/1 (test)");
@@ -316,7 +332,7 @@ async fn the_purchase_flow_raises_and_lifts_the_paywall() {
 
     // The purchase backend raises the plan through the Worker's operator path.
     let token = std::env::var("TETHER_E2E_ADMIN_TOKEN").expect("TETHER_E2E_ADMIN_TOKEN");
-    let res = reqwest::Client::new()
+    let res = http()
         .post(format!("{}/admin/v1/users/{}/plan", url(), user.id))
         .bearer_auth(token)
         .header("X-Client-ID", "dev.tether.e2e")
