@@ -11,10 +11,11 @@
 //!   a runtime like the library's (2 workers) and awaited from the caller's. Rounds
 //!   alternate between the sides; each value is the median of the rounds.
 //! - `core/request_inline_us`: the same Tether figure against bare reqwest run on the
-//!   caller's own runtime, with no runtime boundary at all (the baseline of the earlier
-//!   runs). No target: the difference is the boundary itself, two thread wake-ups per call
-//!   (the spawn, and the reply's wake of the caller), which every exported async call of
-//!   an FFI library pays (a profile showed Tether's own code under 1 us per request).
+//!   caller's own runtime, with no runtime boundary (the baseline of the earlier runs;
+//!   no target). On an idle machine the two baselines come out close (within ~5%), so the
+//!   boundary is not where most of the gap is: a CPU profile (`TETHER_BENCH_ONLY` below,
+//!   under `perf record`) shows ~10 us more client-side CPU per request, spread thin over
+//!   allocation, formatting and the scheduling between the runtime's two workers. Open.
 //! - `core/concurrent50_ms`: 50 concurrent authenticated calls through the client.
 //!   Baseline: the same 50 requests concurrently with bare reqwest, each spawned on the
 //!   library-like runtime; `core/concurrent50_inline_ms` against them on the caller's.
