@@ -314,6 +314,17 @@ mod tests {
         handshake(None, None).await;
     }
 
+    /// The message of a refused handshake, which must surface as a `Connect` failure.
+    fn connect_failure(err: &Error) -> &str {
+        match err {
+            Error::Network {
+                kind: NetworkFailure::Connect,
+                message,
+            } => message,
+            other => panic!("expected a Connect failure, got {other:?}"),
+        }
+    }
+
     /// No public CA issues Ed25519 certificates, so the client does not offer it: a
     /// server with only an Ed25519 key has no signature the client accepts.
     #[tokio::test]
@@ -326,13 +337,8 @@ mod tests {
         let err = get(&transport(port, std::slice::from_ref(&pki.ca)))
             .await
             .unwrap_err();
-        match &err {
-            Error::Network {
-                kind: NetworkFailure::Connect,
-                message,
-            } => assert!(message.contains("HandshakeFailure"), "{message}"),
-            other => panic!("{other:?}"),
-        }
+        let message = connect_failure(&err);
+        assert!(message.contains("HandshakeFailure"), "{message}");
     }
 
     #[tokio::test]
@@ -345,13 +351,8 @@ mod tests {
         let err = get(&transport(port, std::slice::from_ref(&pki.ca)))
             .await
             .unwrap_err();
-        match &err {
-            Error::Network {
-                kind: NetworkFailure::Connect,
-                message,
-            } => assert!(message.contains("ProtocolVersion"), "{message}"),
-            other => panic!("{other:?}"),
-        }
+        let message = connect_failure(&err);
+        assert!(message.contains("ProtocolVersion"), "{message}");
         // Refused, not merely failed: the server saw a client it shares no version with.
         let server_side = seen.recv().await.unwrap().unwrap_err();
         assert!(
@@ -377,13 +378,8 @@ mod tests {
         let err = get(&transport(port, std::slice::from_ref(&pki.ca)))
             .await
             .unwrap_err();
-        match &err {
-            Error::Network {
-                kind: NetworkFailure::Connect,
-                message,
-            } => assert!(message.contains("HandshakeFailure"), "{message}"),
-            other => panic!("{other:?}"),
-        }
+        let message = connect_failure(&err);
+        assert!(message.contains("HandshakeFailure"), "{message}");
     }
 
     #[tokio::test]
@@ -394,12 +390,7 @@ mod tests {
         );
         let (port, _seen) = server(&pki, &[&rustls::version::TLS13]).await;
         let err = get(&transport(port, &[])).await.unwrap_err();
-        match &err {
-            Error::Network {
-                kind: NetworkFailure::Connect,
-                message,
-            } => assert!(message.contains("UnknownIssuer"), "{message}"),
-            other => panic!("{other:?}"),
-        }
+        let message = connect_failure(&err);
+        assert!(message.contains("UnknownIssuer"), "{message}");
     }
 }
