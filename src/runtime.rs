@@ -10,8 +10,9 @@
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
@@ -33,6 +34,70 @@ pub(crate) fn runtime() -> &'static Runtime {
             // the OS refuses threads, long before any call could report it.
             .unwrap_or_else(|e| panic!("the tokio runtime must start: {e}"))
     })
+}
+
+/// Told by the transport each time it arms a deadline (an attempt's first byte, a body
+/// chunk), so that arming one does not wake a sleeping thread.
+///
+/// Why: tokio wakes the thread parked on its timer driver whenever a new timer is due
+/// before that thread's planned wake-up, and with no timer pending it has none planned.
+/// On a quiet runtime every request's first deadline therefore cost a cross-thread
+/// wake-up and two context switches; in `scripts/bench core` that was most of the
+/// pipeline's time over bare reqwest (which arms no deadline at all). So while deadlines
+/// are being armed, one task keeps a short timer pending: the driver always plans to wake
+/// within [`ANCHOR_TICK`], before any deadline longer than that, and a new deadline wakes
+/// nobody. The task ends after a tick in which nothing was armed. Deadlines shorter than
+/// the tick still work; they only wake the driver as before.
+pub(crate) fn deadline_armed() {
+    static ANCHOR: Anchor = Anchor::new();
+    ANCHOR.arm(runtime().handle());
+}
+
+/// How often the anchor's timer fires while deadlines are being armed (and so how long
+/// it outlives the last one).
+const ANCHOR_TICK: Duration = Duration::from_secs(1);
+
+/// The state behind [`deadline_armed`]: how many deadlines were armed, and whether the
+/// anchor task is running.
+struct Anchor {
+    armed: AtomicU64,
+    running: AtomicBool,
+}
+
+impl Anchor {
+    const fn new() -> Self {
+        Anchor {
+            armed: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+        }
+    }
+
+    fn arm(&'static self, rt: &tokio::runtime::Handle) {
+        self.armed.fetch_add(1, Ordering::Relaxed);
+        if !self.running.load(Ordering::Relaxed) && !self.running.swap(true, Ordering::SeqCst) {
+            rt.spawn(self.keep());
+        }
+    }
+
+    /// The anchor task: a tick per [`ANCHOR_TICK`] until one passes with nothing armed.
+    async fn keep(&'static self) {
+        let mut seen = self.armed.load(Ordering::SeqCst);
+        loop {
+            tokio::time::sleep(ANCHOR_TICK).await;
+            let now = self.armed.load(Ordering::SeqCst);
+            if now == seen {
+                self.running.store(false, Ordering::SeqCst);
+                // A deadline armed between the load and the store saw the anchor running
+                // and started none: carry on for it, unless another anchor started since.
+                if self.armed.load(Ordering::SeqCst) == now
+                    || self.running.swap(true, Ordering::SeqCst)
+                {
+                    return;
+                }
+            }
+            seen = self.armed.load(Ordering::SeqCst);
+        }
+    }
 }
 
 /// Aborts the task when the awaiting future is dropped.
@@ -144,5 +209,35 @@ impl CancelHandle {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod anchor_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_anchor_runs_while_deadlines_are_armed_and_ends_after_an_idle_tick() {
+        static ANCHOR: Anchor = Anchor::new();
+        let rt = tokio::runtime::Handle::current();
+        let is_running = || ANCHOR.running.load(Ordering::SeqCst);
+        assert!(!is_running());
+        ANCHOR.arm(&rt);
+        assert!(is_running());
+        // Armed again within each tick: it keeps going.
+        for _ in 0..3 {
+            tokio::time::sleep(ANCHOR_TICK / 2).await;
+            ANCHOR.arm(&rt);
+            tokio::time::sleep(ANCHOR_TICK / 2).await;
+            assert!(is_running());
+        }
+        // A whole tick with nothing armed: it ends (no timer left ticking in an idle app).
+        tokio::time::sleep(ANCHOR_TICK * 3).await;
+        assert!(!is_running());
+        // And starts again with the next deadline.
+        ANCHOR.arm(&rt);
+        assert!(is_running());
+        tokio::time::sleep(ANCHOR_TICK * 3).await;
+        assert!(!is_running());
     }
 }

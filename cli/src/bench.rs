@@ -166,7 +166,7 @@ async fn bench(server: TestServer, lib_rt: &tokio::runtime::Runtime) {
         })
     };
 
-    // Profiling aid (not a figure): `TETHER_BENCH_ONLY=tether|bare` runs one side's
+    // Profiling aid (not a figure): `TETHER_BENCH_ONLY=tether|across|bare` runs one side's
     // sequential loop alone, long enough for `perf record`, and prints the process's CPU
     // time per request (server included, the same for both sides) to stderr.
     if let Ok(side) = std::env::var("TETHER_BENCH_ONLY") {
@@ -183,6 +183,8 @@ async fn bench(server: TestServer, lib_rt: &tokio::runtime::Runtime) {
             if side == "bare" {
                 let r = bare_get().await.unwrap();
                 r.bytes().await.unwrap();
+            } else if side == "across" {
+                bare_across(lib_rt).await.unwrap();
             } else {
                 client.send(quota(), None).await.unwrap();
             }

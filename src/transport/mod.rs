@@ -212,6 +212,7 @@ impl Transport {
                 .body(body);
         }
         let (limit, kind) = bounded(self.first_byte, deadline, TimeoutKind::FirstByte);
+        crate::runtime::deadline_armed();
         let resp = match tokio::time::timeout(limit, b.send()).await {
             Err(_) => return Err(Error::Timeout(kind)),
             Ok(Err(e)) => return Err(classify(&e)),
@@ -290,6 +291,7 @@ impl Chunks {
             Some(d) => bounded(self.idle, d, TimeoutKind::Idle),
             None => (self.idle, TimeoutKind::Idle),
         };
+        crate::runtime::deadline_armed();
         match tokio::time::timeout(limit, self.resp.chunk()).await {
             Err(_) => Err(Error::Timeout(kind)),
             Ok(Err(e)) => Err(classify(&e)),
