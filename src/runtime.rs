@@ -1,5 +1,5 @@
-//! The library's one tokio runtime, the bridge that runs exported async calls on it, and
-//! the [`CancelHandle`] long calls accept.
+//! The library's one tokio runtime, the bridge that runs exported async calls on it, the
+//! [`CancelHandle`] long calls accept, and the timer anchor ([`deadline_armed`]).
 //!
 //! Exported async methods hand their work to [`run`]: the work is spawned on our runtime
 //! and the foreign side awaits a join handle that aborts the task when dropped. Dropping
