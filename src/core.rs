@@ -139,7 +139,7 @@ impl Core {
 
     pub async fn access_token(&self) -> Result<String> {
         let deadline = Instant::now() + self.first_byte;
-        Ok(self.auth.token(deadline).await?.value)
+        Ok(self.auth.token(deadline).await?.value().to_string())
     }
 
     pub fn add_auth_listener(&self, listener: Arc<dyn AuthListener>) -> Arc<Subscription> {

@@ -211,7 +211,7 @@ impl Api {
         let fail = |e: Error| Failure::Attempt(e, generation);
         let resp = self
             .transport
-            .send(req, token.as_ref().map(|t| t.value.as_str()), deadline)
+            .send(req, token.as_ref().map(|t| t.value()), deadline)
             .await
             .map_err(fail)?;
         let status = resp.status();

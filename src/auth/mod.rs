@@ -113,8 +113,16 @@ impl Coalesce for Event {
 /// is never taken for one about a newer session). Its `Debug` hides the token.
 #[derive(Clone)]
 pub struct Token {
-    pub value: String,
+    /// The session the token is from (shared, so handing a token out copies nothing).
+    session: Arc<Session>,
     pub generation: u64,
+}
+
+impl Token {
+    /// The access token itself.
+    pub fn value(&self) -> &str {
+        &self.session.access_token
+    }
 }
 
 impl std::fmt::Debug for Token {
@@ -356,7 +364,7 @@ impl Auth {
                 self.retry_save();
             }
             return Ok(Token {
-                value: session.access_token.clone(),
+                session,
                 generation,
             });
         }
@@ -383,7 +391,7 @@ impl Auth {
                 && !session.needs_refresh(self.transport.clock.now_s(), self.skew_s())
             {
                 return Ok(Token {
-                    value: session.access_token.clone(),
+                    session,
                     generation: inner.generation,
                 });
             }
@@ -413,8 +421,8 @@ impl Auth {
             Ok(Ok(v)) => v.clone(),
         };
         match outcome {
-            Some(Ok((s, generation))) => Ok(Token {
-                value: s.access_token.clone(),
+            Some(Ok((session, generation))) => Ok(Token {
+                session,
                 generation,
             }),
             Some(Err(e)) => Err(e),

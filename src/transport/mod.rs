@@ -13,7 +13,7 @@ mod tls;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -198,7 +198,7 @@ impl Transport {
             b = b.header("idempotency-key", key);
         }
         if let Some(token) = bearer {
-            let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+            let mut v = HeaderValue::try_from(["Bearer ", token].concat())
                 .map_err(|_| Error::Decode("access token is not a valid header value".into()))?;
             v.set_sensitive(true);
             b = b.header(reqwest::header::AUTHORIZATION, v);
@@ -358,10 +358,10 @@ fn saturate(n: u64) -> u32 {
 }
 
 pub fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(128).collect())
+    const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    // `to_str` succeeds for visible ASCII only, so a byte cut is a char cut.
+    let id = headers.get(X_REQUEST_ID)?.to_str().ok()?;
+    Some(id[..id.len().min(128)].to_string())
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date. A date is the server's time, so it is
@@ -457,6 +457,19 @@ pub(crate) fn decode_failure(status: StatusCode, headers: &HeaderMap, body: &[u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_id_is_kept_to_128_characters_and_only_when_it_is_text() {
+        let mut h = HeaderMap::new();
+        assert_eq!(request_id(&h), None);
+        h.insert("x-request-id", "r".repeat(300).parse().unwrap());
+        assert_eq!(request_id(&h), Some("r".repeat(128)));
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        assert_eq!(request_id(&h), None);
+    }
 
     #[test]
     fn decodes_contract_error_bodies() {
