@@ -435,6 +435,16 @@ async fn invalid_config_and_input_are_typed_errors() {
             "{path:?}"
         );
     }
+    // A caller's idempotency key that cannot be a header value is refused before sending.
+    let req = ApiRequest {
+        idempotency_key: Some("key\nX-Injected: 1".into()),
+        ..job_request()
+    };
+    assert!(matches!(
+        c.send(req, None).await,
+        Err(TetherError::InvalidInput { .. })
+    ));
+    assert_eq!(env.server.count("/api/v1/jobs"), 0);
 }
 
 #[tokio::test]

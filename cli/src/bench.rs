@@ -71,6 +71,15 @@ fn line_target(figure: &str, unit: &str, value: f64, baseline: f64, max: f64) {
     );
 }
 
+/// Who sends a benchmark's request: the client, or bare reqwest across a runtime like
+/// the library's, or bare reqwest on the caller's runtime.
+#[derive(Clone, Copy)]
+enum Side {
+    Tether,
+    Across,
+    Bare,
+}
+
 fn quota() -> ApiRequest {
     api_request(HttpMethod::Get, "quota", None, true)
 }
@@ -180,10 +189,53 @@ async fn bench(server: TestServer, lib_rt: &tokio::runtime::Runtime) {
         })
     };
 
+    // One call of each side, awaited by the caller; and 50 at once, each launched as a task
+    // of the caller's runtime (as an app launches coroutines), all awaited.
+    let (client, bare_across, bare_get) = (&client, &bare_across, &bare_get);
+    let one = move |side: Side| async move {
+        match side {
+            Side::Tether => client.send(quota(), None).await.unwrap().body.len(),
+            Side::Across => bare_across(lib_rt).await.unwrap(),
+            Side::Bare => bare_get().await.unwrap().bytes().await.unwrap().len(),
+        }
+    };
+    let fifty = move |side: Side| async move {
+        let calls: Vec<_> = (0..50)
+            .map(|_| match side {
+                Side::Tether => {
+                    let c = client.clone();
+                    tokio::spawn(async move { c.send(quota(), None).await.unwrap().body.len() })
+                }
+                Side::Across => {
+                    let call = bare_across(lib_rt);
+                    tokio::spawn(async move { call.await.unwrap() })
+                }
+                Side::Bare => {
+                    let f = bare_get();
+                    tokio::spawn(async move { f.await.unwrap().bytes().await.unwrap().len() })
+                }
+            })
+            .collect();
+        for c in calls {
+            assert!(c.await.unwrap() > 0);
+        }
+    };
+
     // Profiling aid (not a figure): `TETHER_BENCH_ONLY=tether|across|bare` runs one side's
-    // sequential loop alone, long enough for `perf record`, and prints the process's CPU
-    // time per request (server included, the same for both sides) to stderr.
-    if let Ok(side) = std::env::var("TETHER_BENCH_ONLY") {
+    // sequential calls alone, long enough for `perf record` or callgrind, and prints the
+    // process's CPU time per request (server included, the same for both sides) to
+    // stderr; with a `50` suffix (`tether50`...), rounds of 50 concurrent calls instead.
+    if let Ok(only) = std::env::var("TETHER_BENCH_ONLY") {
+        let (name, width) = match only.strip_suffix("50") {
+            Some(name) => (name, 50),
+            None => (only.as_str(), 1),
+        };
+        let side = match name {
+            "tether" => Side::Tether,
+            "across" => Side::Across,
+            "bare" => Side::Bare,
+            _ => panic!("TETHER_BENCH_ONLY: tether, across or bare, optionally with 50"),
+        };
         let n = 20_000;
         let cpu = || {
             let mut ru = std::mem::MaybeUninit::<libc_rusage::Rusage>::zeroed();
@@ -193,18 +245,15 @@ async fn bench(server: TestServer, lib_rt: &tokio::runtime::Runtime) {
             (ru.utime_s * 1_000_000 + ru.utime_us + ru.stime_s * 1_000_000 + ru.stime_us) as f64
         };
         let (c0, t) = (cpu(), Instant::now());
-        for _ in 0..n {
-            if side == "bare" {
-                let r = bare_get().await.unwrap();
-                r.bytes().await.unwrap();
-            } else if side == "across" {
-                bare_across(lib_rt).await.unwrap();
+        for _ in 0..n / width {
+            if width == 1 {
+                assert!(one(side).await > 0);
             } else {
-                client.send(quota(), None).await.unwrap();
+                fifty(side).await;
             }
         }
         eprintln!(
-            "{side}: {:.1} us CPU and {:.1} us wall per request",
+            "{only}: {:.1} us CPU and {:.1} us wall per request",
             (cpu() - c0) / n as f64,
             t.elapsed().as_secs_f64() * 1e6 / n as f64
         );
@@ -214,23 +263,18 @@ async fn bench(server: TestServer, lib_rt: &tokio::runtime::Runtime) {
     let n = 300;
     let (mut ours, mut base, mut inline) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..=ROUNDS {
-        let t = Instant::now();
-        for _ in 0..n {
-            assert_eq!(client.send(quota(), None).await.unwrap().status, 200);
-        }
-        let a = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-        let t = Instant::now();
-        for _ in 0..n {
-            assert!(bare_across(lib_rt).await.unwrap() > 0);
-        }
-        let b = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-        let t = Instant::now();
-        for _ in 0..n {
-            let r = bare_get().await.unwrap();
-            assert_eq!(r.status(), 200);
-            r.bytes().await.unwrap();
-        }
-        let c = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let time = |side| async move {
+            let t = Instant::now();
+            for _ in 0..n {
+                assert!(one(side).await > 0);
+            }
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        };
+        let (a, b, c) = (
+            time(Side::Tether).await,
+            time(Side::Across).await,
+            time(Side::Bare).await,
+        );
         if round > 0 {
             ours.push(a);
             base.push(b);
@@ -249,39 +293,16 @@ async fn bench(server: TestServer, lib_rt: &tokio::runtime::Runtime) {
     // 50 concurrent calls.
     let (mut ours, mut base, mut inline) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..=CONCURRENT_ROUNDS {
-        let t = Instant::now();
-        let calls: Vec<_> = (0..50)
-            .map(|_| {
-                let c = client.clone();
-                tokio::spawn(async move { c.send(quota(), None).await.map(|r| r.status) })
-            })
-            .collect();
-        for c in calls {
-            assert_eq!(c.await.unwrap().unwrap(), 200);
-        }
-        let a = t.elapsed().as_secs_f64() * 1e3;
-        let t = Instant::now();
-        let calls: Vec<_> = (0..50)
-            .map(|_| {
-                let f = bare_get();
-                tokio::spawn(async move { f.await.unwrap().bytes().await.unwrap().len() })
-            })
-            .collect();
-        for c in calls {
-            assert!(c.await.unwrap() > 0);
-        }
-        let c = t.elapsed().as_secs_f64() * 1e3;
-        let t = Instant::now();
-        let calls: Vec<_> = (0..50)
-            .map(|_| {
-                let call = bare_across(lib_rt);
-                tokio::spawn(async move { call.await.unwrap() })
-            })
-            .collect();
-        for c in calls {
-            assert!(c.await.unwrap() > 0);
-        }
-        let b = t.elapsed().as_secs_f64() * 1e3;
+        let time = |side| async move {
+            let t = Instant::now();
+            fifty(side).await;
+            t.elapsed().as_secs_f64() * 1e3
+        };
+        let (a, c, b) = (
+            time(Side::Tether).await,
+            time(Side::Bare).await,
+            time(Side::Across).await,
+        );
         if round > 0 {
             ours.push(a);
             base.push(b);

@@ -13,7 +13,10 @@ mod tls;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE,
+    USER_AGENT,
+};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -187,33 +190,40 @@ impl Transport {
         bearer: Option<&str>,
         deadline: Instant,
     ) -> Result<reqwest::Response> {
-        let url = self.url(&req.path)?;
-        let mut b = self
-            .client
-            .request(req.method.clone(), url)
-            .header(reqwest::header::USER_AGENT, self.user_agent.clone())
-            .header("x-client-id", self.client_id.clone())
-            .header(reqwest::header::ACCEPT, "application/json");
+        // Built in place (not through `RequestBuilder`, which moves the whole request at
+        // every header), with header names made once.
+        const X_CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
+        const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+        let mut request = reqwest::Request::new(req.method.clone(), self.url(&req.path)?);
+        let headers = request.headers_mut();
+        headers.insert(USER_AGENT, self.user_agent.clone());
+        headers.insert(X_CLIENT_ID, self.client_id.clone());
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(key) = &req.idempotency_key {
-            b = b.header("idempotency-key", key);
+            let key = HeaderValue::from_str(key).map_err(|_| {
+                Error::InvalidInput("the idempotency key is not a valid header value".into())
+            })?;
+            headers.insert(IDEMPOTENCY_KEY, key);
         }
         if let Some(token) = bearer {
             let mut v = HeaderValue::try_from(["Bearer ", token].concat())
                 .map_err(|_| Error::Decode("access token is not a valid header value".into()))?;
             v.set_sensitive(true);
-            b = b.header(reqwest::header::AUTHORIZATION, v);
+            headers.insert(AUTHORIZATION, v);
         }
         if let Some(body) = req.body.open().await? {
+            let headers = request.headers_mut();
             if let Some(ct) = req.body.content_type() {
-                b = b.header(reqwest::header::CONTENT_TYPE, ct);
+                let ct = HeaderValue::try_from(ct)
+                    .map_err(|_| Error::InvalidInput("invalid content type".into()))?;
+                headers.insert(CONTENT_TYPE, ct);
             }
-            b = b
-                .header(reqwest::header::CONTENT_LENGTH, req.body.len())
-                .body(body);
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(req.body.len()));
+            *request.body_mut() = Some(body);
         }
         let (limit, kind) = bounded(self.first_byte, deadline, TimeoutKind::FirstByte);
         crate::runtime::deadline_armed();
-        let resp = match tokio::time::timeout(limit, b.send()).await {
+        let resp = match tokio::time::timeout(limit, self.client.execute(request)).await {
             Err(_) => return Err(Error::Timeout(kind)),
             Ok(Err(e)) => return Err(classify(&e)),
             Ok(Ok(r)) => r,
