@@ -9,7 +9,8 @@
 //!   X-Client-ID, Authorization) sent by a bare `reqwest::Client` and its body read whole,
 //!   run the way any Rust library with its own runtime is called from an app: spawned on
 //!   a runtime like the library's (2 workers) and awaited from the caller's. Rounds
-//!   alternate between the sides; each value is the median of the rounds.
+//!   alternate between the sides, in an order rotated each round (see [`rounds`]); each
+//!   value is the median of the rounds.
 //! - `core/request_inline_us`: the same Tether figure against bare reqwest run on the
 //!   caller's own runtime, with no runtime boundary (the baseline of the earlier runs;
 //!   no target).
@@ -51,9 +52,12 @@ use tether_cli::api_request;
 use tether_test_server::TestServer;
 
 const ROUNDS: usize = 9;
-/// A round of 50 concurrent calls takes ~2 ms, where one scheduling hiccup shows: many
-/// more rounds than for the sequential figure give a median that holds between runs.
-const CONCURRENT_ROUNDS: usize = 60;
+/// The request figures differ from their baselines by a few percent on a shared machine
+/// whose speed drifts by more than that within seconds: many short rounds (a multiple of
+/// three, for the rotation in [`rounds`]) give medians that hold between runs. A round of
+/// 50 concurrent calls takes ~2 ms, where one scheduling hiccup shows, hence more of them.
+const REQUEST_ROUNDS: usize = 30;
+const CONCURRENT_ROUNDS: usize = 90;
 
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -83,6 +87,28 @@ enum Side {
     Tether,
     Across,
     Bare,
+}
+
+/// Runs a warm-up round and then `count` rounds of the three sides, each round in an
+/// order rotated by one, so that no side always runs first or right after the same
+/// other side. Returns each side's values: Tether's, across a runtime, bare.
+async fn rounds<F, Fut>(count: usize, mut time: F) -> [Vec<f64>; 3]
+where
+    F: FnMut(Side) -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    const SIDES: [Side; 3] = [Side::Tether, Side::Across, Side::Bare];
+    let mut values = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..=count {
+        for i in 0..SIDES.len() {
+            let k = (round + i) % SIDES.len();
+            let v = time(SIDES[k]).await;
+            if round > 0 {
+                values[k].push(v);
+            }
+        }
+    }
+    values
 }
 
 fn quota() -> ApiRequest {
@@ -265,27 +291,15 @@ async fn bench(server: TestServer, lib_rt: &tokio::runtime::Runtime) {
         return;
     }
 
-    let n = 300;
-    let (mut ours, mut base, mut inline) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..=ROUNDS {
-        let time = |side| async move {
-            let t = Instant::now();
-            for _ in 0..n {
-                assert!(one(side).await > 0);
-            }
-            t.elapsed().as_secs_f64() * 1e6 / n as f64
-        };
-        let (a, b, c) = (
-            time(Side::Tether).await,
-            time(Side::Across).await,
-            time(Side::Bare).await,
-        );
-        if round > 0 {
-            ours.push(a);
-            base.push(b);
-            inline.push(c);
+    let n = 200;
+    let [ours, base, inline] = rounds(REQUEST_ROUNDS, |side| async move {
+        let t = Instant::now();
+        for _ in 0..n {
+            assert!(one(side).await > 0);
         }
-    }
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    })
+    .await;
     let (v, vmin, vmax) = median(ours);
     let (b, bmin, bmax) = median(base);
     let (c, cmin, cmax) = median(inline);
@@ -296,24 +310,12 @@ async fn bench(server: TestServer, lib_rt: &tokio::runtime::Runtime) {
     line("request_inline_us", "us", v, c);
 
     // 50 concurrent calls.
-    let (mut ours, mut base, mut inline) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..=CONCURRENT_ROUNDS {
-        let time = |side| async move {
-            let t = Instant::now();
-            fifty(side).await;
-            t.elapsed().as_secs_f64() * 1e3
-        };
-        let (a, c, b) = (
-            time(Side::Tether).await,
-            time(Side::Bare).await,
-            time(Side::Across).await,
-        );
-        if round > 0 {
-            ours.push(a);
-            base.push(b);
-            inline.push(c);
-        }
-    }
+    let [ours, base, inline] = rounds(CONCURRENT_ROUNDS, |side| async move {
+        let t = Instant::now();
+        fifty(side).await;
+        t.elapsed().as_secs_f64() * 1e3
+    })
+    .await;
     let (v, vmin, vmax) = median(ours);
     let (b, bmin, bmax) = median(base);
     let (c, cmin, cmax) = median(inline);
