@@ -314,15 +314,26 @@ mod tests {
         handshake(None, None).await;
     }
 
-    /// The message of a refused handshake, which must surface as a `Connect` failure.
-    fn connect_failure(err: &Error) -> &str {
-        match err {
+    /// A chain of P-256 keys (the tests of a refusal vary something else).
+    fn p256() -> Pki {
+        pki(
+            Some(&rcgen::PKCS_ECDSA_P256_SHA256),
+            Some(&rcgen::PKCS_ECDSA_P256_SHA256),
+        )
+    }
+
+    /// One request to `port` trusting `roots`, which must be refused as a `Connect`
+    /// failure: the error and its message.
+    async fn refused(port: u16, roots: &[CertificateDer<'static>]) -> (Error, String) {
+        let err = get(&transport(port, roots)).await.unwrap_err();
+        let message = match &err {
             Error::Network {
                 kind: NetworkFailure::Connect,
                 message,
-            } => message,
+            } => message.clone(),
             other => panic!("expected a Connect failure, got {other:?}"),
-        }
+        };
+        (err, message)
     }
 
     /// No public CA issues Ed25519 certificates, so the client does not offer it: a
@@ -334,24 +345,15 @@ mod tests {
             Some(&rcgen::PKCS_ED25519),
         );
         let (port, _seen) = server(&pki, &[&rustls::version::TLS13]).await;
-        let err = get(&transport(port, std::slice::from_ref(&pki.ca)))
-            .await
-            .unwrap_err();
-        let message = connect_failure(&err);
+        let (_, message) = refused(port, std::slice::from_ref(&pki.ca)).await;
         assert!(message.contains("HandshakeFailure"), "{message}");
     }
 
     #[tokio::test]
     async fn a_server_without_tls13_is_refused_with_a_connect_error_naming_the_cause() {
-        let pki = pki(
-            Some(&rcgen::PKCS_ECDSA_P256_SHA256),
-            Some(&rcgen::PKCS_ECDSA_P256_SHA256),
-        );
+        let pki = p256();
         let (port, mut seen) = server(&pki, &[&rustls::version::TLS12]).await;
-        let err = get(&transport(port, std::slice::from_ref(&pki.ca)))
-            .await
-            .unwrap_err();
-        let message = connect_failure(&err);
+        let (err, message) = refused(port, std::slice::from_ref(&pki.ca)).await;
         assert!(message.contains("ProtocolVersion"), "{message}");
         // Refused, not merely failed: the server saw a client it shares no version with.
         let server_side = seen.recv().await.unwrap().unwrap_err();
@@ -366,31 +368,20 @@ mod tests {
     /// The client offers AES-GCM only (see `provider`).
     #[tokio::test]
     async fn a_server_with_only_chacha20_is_refused() {
-        let pki = pki(
-            Some(&rcgen::PKCS_ECDSA_P256_SHA256),
-            Some(&rcgen::PKCS_ECDSA_P256_SHA256),
-        );
+        let pki = p256();
         let provider = rustls::crypto::CryptoProvider {
             cipher_suites: vec![rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256],
             ..rustls::crypto::ring::default_provider()
         };
         let (port, _seen) = server_with(&pki, &[&rustls::version::TLS13], provider).await;
-        let err = get(&transport(port, std::slice::from_ref(&pki.ca)))
-            .await
-            .unwrap_err();
-        let message = connect_failure(&err);
+        let (_, message) = refused(port, std::slice::from_ref(&pki.ca)).await;
         assert!(message.contains("HandshakeFailure"), "{message}");
     }
 
     #[tokio::test]
     async fn a_server_whose_ca_is_not_trusted_is_refused() {
-        let pki = pki(
-            Some(&rcgen::PKCS_ECDSA_P256_SHA256),
-            Some(&rcgen::PKCS_ECDSA_P256_SHA256),
-        );
-        let (port, _seen) = server(&pki, &[&rustls::version::TLS13]).await;
-        let err = get(&transport(port, &[])).await.unwrap_err();
-        let message = connect_failure(&err);
+        let (port, _seen) = server(&p256(), &[&rustls::version::TLS13]).await;
+        let (_, message) = refused(port, &[]).await;
         assert!(message.contains("UnknownIssuer"), "{message}");
     }
 }
