@@ -40,6 +40,8 @@ pub struct ApiRequest {
     pub authenticated: bool,
     /// The `Idempotency-Key` to send, e.g. one the app stored before the first attempt so
     /// that a retry after a relaunch is charged once. `None`: a fresh one for a POST.
+    /// It must be a valid header value (visible ASCII, e.g. a UUID); otherwise the call
+    /// fails with `InvalidInput` and nothing is sent.
     #[uniffi(default = None)]
     pub idempotency_key: Option<String>,
 }
